@@ -1,0 +1,26 @@
+"""wmplan MuJoCo tasks. ``import envs`` registers every ``wmplan/*`` gymnasium id."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default, before mujoco loads
+
+import gymnasium as gym  # noqa: E402
+
+from envs.base import GoalTask  # noqa: E402
+
+# id -> (entry point, max_episode_steps)
+TASKS: dict[str, tuple[str, int]] = {
+    "wmplan/PointMaze-v0": ("envs.point_maze:PointMazeEnv", 100),
+}
+
+
+def register_all() -> None:
+    for env_id, (entry, steps) in TASKS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry, max_episode_steps=steps)
+
+
+register_all()
+
+__all__ = ["GoalTask", "TASKS", "register_all"]

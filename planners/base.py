@@ -1,0 +1,326 @@
+"""Planner-side types: the world-model protocol, plan inputs/outputs and the Planner base.
+
+Shapes (B envs, S samples per env, M = B*S rollout rows, H horizon, A planner action dim,
+Tc context frames, N tokens per frame, D latent width, P proprio width):
+
+- ``PlanContext.latents`` [B,Tc,N,D], ``PlanContext.proprio`` [B,Tc,P] | None
+- ``Goal.latents`` [B,N,D], ``Goal.proprio`` [B,P] | None
+- ``WorldModelLike.rollout(ctx [B,Tc,N,D], ctx_proprio [B,Tc,P]|None, actions [M,H,A])``
+  -> ``Rollout(latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None)``.
+  When M = B*S the world model broadcasts env b's context to rows b*S .. (b+1)*S-1.
+- ``PlanResult.actions`` [B,H,A], ``PlanResult.energy`` [B].
+"""
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Rollout:
+    """Predicted trajectory: latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None.
+
+    World models may return any object with these three attributes.
+    """
+
+    latents: Tensor
+    proprio: Tensor | None = None
+    disagreement: Tensor | None = None
+
+
+@runtime_checkable
+class WorldModelLike(Protocol):
+    """What a planner needs from a world model (``worldmodel.WorldModel`` satisfies it).
+
+    ``action_low``/``action_high`` are [A] tensors on the model's device; A is the planner's
+    action dim (frameskip * env action dim). ``proprio_dim`` (optional attribute, None when the
+    model ignores proprio) and ``frameskip`` (optional) are read with ``getattr``.
+    """
+
+    action_dim: int
+    action_low: Tensor
+    action_high: Tensor
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """uint8 [B,T,H,W,3] -> latents [B,T,N,D]."""
+        ...
+
+    def rollout(self, ctx_latents: Tensor, ctx_proprio: Tensor | None, actions: Tensor) -> Any:
+        """[B,Tc,N,D], [B,Tc,P]|None, [M,H,A] (M = B*S) -> Rollout-like with [M,H,...]."""
+        ...
+
+
+@runtime_checkable
+class TeacherForcedModel(Protocol):
+    """Optional capability used by collocation (``GradientPlanner(collocation=True)``).
+
+    ``predict_next(latents [M,T,N,D], proprio [M,T,P]|None, actions [M,T,A])`` returns a
+    Rollout-like whose ``latents[:, t]`` predicts z_{t+1} from z_{<=t}, a_{<=t} in one
+    block-causal (teacher-forced) pass. Models without it are driven by batched one-step
+    ``rollout`` calls instead (a Markov approximation, see planners/gradient.py).
+    """
+
+    def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Any:
+        ...
+
+
+@dataclass
+class PlanContext:
+    """Current observation(s): latents [B,Tc,N,D], proprio [B,Tc,P] | None."""
+
+    latents: Tensor
+    proprio: Tensor | None = None
+
+    @property
+    def batch(self) -> int:
+        return self.latents.shape[0]
+
+
+@dataclass
+class Goal:
+    """Goal observation: latents [B,N,D], proprio [B,P] | None (or already [M,...] rows)."""
+
+    latents: Tensor
+    proprio: Tensor | None = None
+
+    def broadcast(self, samples: int) -> "Goal":
+        """Repeat each env's goal over its ``samples`` rows: [B,...] -> [B*samples,...].
+
+        Rows b*S .. (b+1)*S-1 belong to env b, matching the rollout layout. The copy is
+        [B*S,N,D], small next to the [B*S,H,N,D] rollout it is compared with.
+        """
+        if samples == 1:
+            return self
+        rep = lambda x: None if x is None else x.repeat_interleave(samples, dim=0)  # noqa: E731
+        return Goal(rep(self.latents), rep(self.proprio))
+
+
+@dataclass
+class PlanResult:
+    """actions [B,H,A] (within bounds), energy [B] of those actions, stats of tensors."""
+
+    actions: Tensor
+    energy: Tensor
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlannerConfig:
+    """Fields shared by all planners. Subclasses add their own."""
+
+    horizon: int = 8
+    warm_start: bool = True  # keep the last plan (and elites) to seed the next call
+    shift_fill: str = "last"  # how a shifted plan is padded at the end: "last" | "zero"
+    amp: bool = False  # bf16 autocast for the world-model rollout; CUDA only, ignored elsewhere
+    constraint: str = "box"  # "box" | "l1" (L1 ball around the box centre, then box)
+    l1_radius: float = 1.0
+    l1_group: int = 0  # L1 ball per chunk of this many action dims (0 = whole action vector)
+
+
+GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+
+
+class Planner(ABC):
+    """Base class: holds config + energy, warm-start state, and shared helpers.
+
+    Subclasses implement ``plan``. Warm-start state is a dict of per-env tensors whose last
+    two dims are [H,A] (e.g. ``mean`` [B,H,A], ``elites`` [B,K,H,A]); ``shift`` and ``select``
+    operate on all of them, so the MPC runner stays planner-agnostic.
+    """
+
+    name: ClassVar[str] = "base"
+    config_cls: ClassVar[type[PlannerConfig]] = PlannerConfig
+
+    def __init__(self, config: PlannerConfig | None = None, energy: Any = None):
+        from planners.energies import GoalEnergy  # local import: energies import base
+
+        self.config = config if config is not None else self.config_cls()
+        self.energy = energy if energy is not None else GoalEnergy()
+        self._warm: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------- interface
+    @abstractmethod
+    def plan(
+        self,
+        world_model: WorldModelLike,
+        context: PlanContext,
+        goal: Goal,
+        init: Tensor | None = None,
+        generator: GeneratorArg = None,
+        horizon: int | None = None,
+    ) -> PlanResult:
+        """Optimise actions [B,H,A] for B envs at once.
+
+        ``init`` [B,H,A] seeds the search (overrides the internal warm start). ``generator``:
+        one ``torch.Generator`` shared by all envs, or a list of B (one noise stream per env,
+        so planning envs together equals planning them one by one), or None (a fresh
+        generator seeded 0). ``horizon`` overrides ``config.horizon``.
+        """
+
+    def reset(self) -> None:
+        """Forget warm-start state (call at episode start)."""
+        self._warm = {}
+
+    def shift(self, steps: int) -> None:
+        """Advance warm-start state by ``steps`` executed predictor steps."""
+        self._warm = {k: shift_actions(v, steps, self.config.shift_fill) for k, v in self._warm.items()}
+
+    def select(self, index: Tensor | Sequence[int]) -> None:
+        """Keep warm-start state only for env rows ``index`` (batch compaction)."""
+        if not self._warm:
+            return
+        dev = next(iter(self._warm.values())).device
+        idx = torch.as_tensor(index, dtype=torch.long, device=dev)
+        self._warm = {k: v.index_select(0, idx) for k, v in self._warm.items()}
+
+    # ----------------------------------------------------------------- helpers
+    def _horizon(self, init: Tensor | None, horizon: int | None) -> int:
+        if horizon is not None:
+            return int(horizon)
+        if init is not None:
+            return int(init.shape[1])
+        return int(self.config.horizon)
+
+    def _warm_tensor(self, key: str, batch: int, horizon: int) -> Tensor | None:
+        """Warm-start tensor ``key`` if it matches the current batch and horizon."""
+        v = self._warm.get(key) if self.config.warm_start else None
+        if v is None or v.shape[0] != batch or v.shape[-2] != horizon:
+            return None
+        return v
+
+    def _initial_mean(self, init: Tensor | None, batch: int, horizon: int, low: Tensor, high: Tensor) -> Tensor:
+        """[B,H,A]: ``init`` > warm state > box centre (0 where bounds are infinite)."""
+        if init is not None:
+            return init.to(low.dtype)
+        warm = self._warm_tensor("mean", batch, horizon)
+        if warm is not None:
+            return warm
+        return box_centre(low, high).expand(batch, horizon, -1).clone()
+
+    def _project(self, actions: Tensor, low: Tensor, high: Tensor) -> Tensor:
+        """Project [...,A] onto the configured constraint set (always ends inside the box)."""
+        from planners.constraints import project_actions
+
+        c = self.config
+        return project_actions(actions, low, high, c.constraint, c.l1_radius, c.l1_group)
+
+    def _rollout(self, world_model: WorldModelLike, context: PlanContext, actions: Tensor) -> Rollout:
+        """Roll [M,H,A] through the model; bf16 autocast on CUDA when ``config.amp``.
+
+        Outputs are cast back to fp32 so energies, top-k and statistics stay fp32.
+        """
+        use_amp = self.config.amp and actions.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp) if use_amp else _nullctx():
+            r = world_model.rollout(context.latents, context.proprio, actions)
+        f32 = lambda x: None if x is None else x.float()  # noqa: E731
+        return Rollout(f32(r.latents), f32(getattr(r, "proprio", None)), f32(getattr(r, "disagreement", None)))
+
+
+class _nullctx:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+# ---------------------------------------------------------------------- free helpers
+def box_centre(low: Tensor, high: Tensor) -> Tensor:
+    """[A] centre of the box; 0 on unbounded dims."""
+    c = (low + high) / 2
+    return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
+
+
+def half_range(low: Tensor, high: Tensor) -> Tensor:
+    """[A] half-width of the box; 1 on unbounded dims (so relative stds stay meaningful)."""
+    h = (high - low) / 2
+    return torch.where(torch.isfinite(h), h, torch.ones_like(h))
+
+
+def shift_actions(x: Tensor, steps: int, fill: str = "last") -> Tensor:
+    """Drop the first ``steps`` entries of the H axis (dim -2) and pad the end.
+
+    x: [...,H,A] -> [...,H,A]; padding repeats the last step ("last") or is zero ("zero").
+    """
+    h = x.shape[-2]
+    steps = max(0, min(int(steps), h))
+    if steps == 0:
+        return x
+    kept = x[..., steps:, :]
+    if fill == "zero":
+        pad = torch.zeros_like(x[..., :steps, :])
+    else:
+        pad = x[..., -1:, :].expand(*x.shape[:-2], steps, x.shape[-1])
+    return torch.cat([kept, pad], dim=-2)
+
+
+def make_noise(
+    generator: GeneratorArg, batch: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Standard normal noise [B,*shape], drawn once per plan call (outside the loop).
+
+    A list of B generators gives env b its own stream (batched == one-by-one); a single
+    generator draws the whole block at once; None uses a fresh generator seeded 0.
+    """
+    shape = tuple(int(s) for s in shape)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        return torch.randn((batch, *shape), generator=generator, device=device, dtype=dtype)
+    gens = list(generator)
+    if len(gens) != batch:
+        raise ValueError(f"got {len(gens)} generators for a batch of {batch} envs")
+    return torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in gens])
+
+
+def make_uniform(
+    generator: GeneratorArg, batch: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """U[0,1) noise [B,*shape] with the same generator conventions as ``make_noise``."""
+    shape = tuple(int(s) for s in shape)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        return torch.rand((batch, *shape), generator=generator, device=device, dtype=dtype)
+    gens = list(generator)
+    if len(gens) != batch:
+        raise ValueError(f"got {len(gens)} generators for a batch of {batch} envs")
+    return torch.stack([torch.rand(shape, generator=g, device=device, dtype=dtype) for g in gens])
+
+
+def action_bounds(world_model: WorldModelLike, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """(low [A], high [A]) of the world model as fp32 tensors."""
+    low = torch.as_tensor(world_model.action_low).to(dtype)
+    high = torch.as_tensor(world_model.action_high).to(dtype)
+    return low, high
+
+
+def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
+    """x [B,S,...], idx [B,K] -> [B,K,...] (top-k gather along the sample axis)."""
+    view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2)))
+    return torch.gather(x, 1, view.expand(*idx.shape, *x.shape[2:]))
+
+
+# ---------------------------------------------------------------------- config plumbing
+def to_plain(cfg: Any) -> Any:
+    """Recursively turn Mapping/Sequence configs (incl. OmegaConf containers) into dict/list."""
+    if isinstance(cfg, Mapping):
+        return {str(k): to_plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, Sequence) and not isinstance(cfg, (str, bytes)):
+        return [to_plain(v) for v in cfg]
+    return cfg
+
+
+def dataclass_from_dict(cls: type, values: Mapping[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from ``values``; unknown keys raise naming the valid ones."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{what}: unknown option(s) {unknown}; valid: {sorted(names)}")
+    return cls(**values)

@@ -1,0 +1,1 @@
+"""wmplan world models: V-JEPA-style encoder, action-conditioned predictor, datasets, training."""

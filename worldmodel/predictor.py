@@ -1,0 +1,397 @@
+"""Action-conditioned latent predictor (V-JEPA 2-AC style) with a KV-cached rollout.
+
+Sequence layout: per predictor step ``t`` one token group
+``[action_t, proprio_t (optional), frame tokens_t (N)]`` of ``G = 1 + [P] + N`` tokens,
+each kind embedded by its own ``Linear``. Attention is block-causal over steps: every
+token of step ``t`` sees all tokens of steps ``<= t``. Positions use 3D RoPE: frame
+tokens at ``(t, row, col)`` of their grid cell, action/proprio tokens at ``(t, 0, 0)``.
+The frame-token outputs of step ``t`` predict the latent tokens of step ``t + 1``
+(residually, ``z_t + delta``), the proprio-token output predicts ``proprio_{t+1}``.
+
+Conventions:
+- ``forward`` (teacher forcing) always returns the ensemble axis:
+  ``pred_latents [B, T, K, N, D]`` (``K = 1`` for a single head).
+- ``rollout`` returns the head mean ``[B, H, N, D]`` (what is fed back autoregressively)
+  plus the head disagreement ``[B, H]`` when ``K > 1``.
+- All inputs are already normalised (the :class:`~worldmodel.world_model.WorldModel`
+  owns the action/proprio statistics).
+"""
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from worldmodel.rope import apply_rope, rope_chunk, rope_cos_sin
+
+KV = tuple[Tensor, Tensor]
+
+
+@dataclass
+class ACPredictorConfig:
+    """Predictor hyper-parameters; ``to_dict``/``from_dict`` round-trip through checkpoints."""
+
+    latent_dim: int  # D, channels per latent token
+    tokens_per_frame: int  # N, latent tokens per frame
+    grid: tuple[int, int]  # (gh, gw) of those tokens, gh * gw == N
+    action_dim: int  # A = frameskip * env action dim
+    proprio_dim: int | None = None  # P, or None to ignore proprioception
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    ensemble: int = 1  # K latent output heads on a shared trunk
+    predict_proprio: bool = True
+
+    def __post_init__(self) -> None:
+        self.grid = (int(self.grid[0]), int(self.grid[1]))
+        if self.grid[0] * self.grid[1] != self.tokens_per_frame:
+            raise ValueError(f"ACPredictorConfig: grid {self.grid} does not hold tokens_per_frame={self.tokens_per_frame}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"ACPredictorConfig: embed_dim={self.embed_dim} not divisible by num_heads={self.num_heads}")
+        rope_chunk(self.embed_dim // self.num_heads)  # raises if the head is too small for 3D RoPE
+        if self.ensemble < 1:
+            raise ValueError(f"ACPredictorConfig: ensemble must be >= 1, got {self.ensemble}")
+        if self.proprio_dim is not None and not self.predict_proprio:
+            # A rollout must feed a next-step proprio back in; without a head there is none.
+            raise ValueError("ACPredictorConfig: proprio_dim is set but predict_proprio=False; "
+                             "rollouts need predicted proprio (set proprio_dim=None to ignore proprio)")
+
+    @property
+    def uses_proprio(self) -> bool:
+        return self.proprio_dim is not None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["grid"] = list(self.grid)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ACPredictorConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"ACPredictorConfig: unknown field(s) {unknown}; known: {sorted(names)}")
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(n for n in required if n not in d)
+        if missing:
+            raise ValueError(f"ACPredictorConfig: missing field(s) {missing}")
+        return cls(**d)
+
+
+@dataclass
+class Rollout:
+    """Result of an autoregressive rollout.
+
+    latents: ``[M, H, N, D]`` predicted latents (ensemble mean), ``M = B * S``.
+    proprio: ``[M, H, P]`` predicted proprio or None.
+    disagreement: ``[M, H]`` variance across heads (mean over tokens and channels) or None (K = 1).
+    """
+
+    latents: Tensor
+    proprio: Tensor | None
+    disagreement: Tensor | None
+
+
+RolloutOut = Rollout  # alias used in the design notes
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with fused qkv and 3D RoPE on queries and keys."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def _qkv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x ``[B, L, E]`` -> q, k, v ``[B, heads, L, dh]`` (q, k rotated)."""
+        B, L, _ = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+    def _out(self, o: Tensor) -> Tensor:
+        B, _, L, _ = o.shape
+        return self.proj(o.transpose(1, 2).reshape(B, L, self.heads * self.head_dim))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        """Full-sequence attention. x ``[B, L, E]``, mask bool ``[L, L]`` (True = may attend)."""
+        q, k, v = self._qkv(x, cos, sin)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+    def prefill(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> tuple[Tensor, KV]:
+        """Like ``forward`` but also returns this layer's keys/values ``[B, heads, L, dh]``."""
+        q, k, v = self._qkv(x, cos, sin)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), (k, v)
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, own: KV | None) -> tuple[Tensor, KV]:
+        """One new token group attending to cached keys/values plus itself.
+
+        Args:
+            x: ``[M, G, E]`` the new step's tokens, ``M = B * S`` (sample-major within env).
+            shared: context keys/values ``[B, heads, Lc, dh]`` shared by the S samples of
+                each env (never repeated: queries are regrouped per env instead).
+            own: per-sample keys/values of earlier rollout steps ``[M, heads, Lo, dh]``.
+        Returns:
+            output ``[M, G, E]`` and the grown per-sample cache ``[M, heads, Lo + G, dh]``.
+        """
+        q, k, v = self._qkv(x, cos, sin)
+        if own is not None:
+            k, v = torch.cat([own[0], k], dim=2), torch.cat([own[1], v], dim=2)
+        M, nh, G, dh = q.shape
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # [M, h, G, Lo+G]
+        if shared is not None:
+            ks, vs = shared
+            B, Lc = ks.shape[0], ks.shape[2]
+            S = M // B
+            qs = q.reshape(B, S, nh, G, dh).transpose(1, 2).reshape(B, nh, S * G, dh)
+            sc = (qs @ ks.transpose(-1, -2)) * self.scale  # [B, h, S*G, Lc]
+            sc = sc.reshape(B, nh, S, G, Lc).transpose(1, 2).reshape(M, nh, G, Lc)
+            scores = torch.cat([sc, scores], dim=-1)
+        attn = scores.float().softmax(dim=-1).to(q.dtype)  # softmax in fp32 (bf16-safe)
+        if shared is None:
+            o = attn @ v
+        else:
+            o = attn[..., Lc:] @ v
+            a = attn[..., :Lc].reshape(B, S, nh, G, Lc).transpose(1, 2).reshape(B, nh, S * G, Lc)
+            o = o + (a @ vs).reshape(B, nh, S, G, dh).transpose(1, 2).reshape(M, nh, G, dh)
+        return self._out(o), (k, v)
+
+
+class _Block(nn.Module):
+    """Pre-norm transformer block."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, mask)
+        return x + self.mlp(self.norm2(x))
+
+    def prefill(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor) -> tuple[Tensor, KV]:
+        h, kv = self.attn.prefill(self.norm1(x), cos, sin, mask)
+        x = x + h
+        return x + self.mlp(self.norm2(x)), kv
+
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, own: KV | None) -> tuple[Tensor, KV]:
+        h, kv = self.attn.step(self.norm1(x), cos, sin, shared, own)
+        x = x + h
+        return x + self.mlp(self.norm2(x)), kv
+
+
+class ACPredictor(nn.Module):
+    """Block-causal action-conditioned transformer over latent token groups."""
+
+    def __init__(self, config: ACPredictorConfig):
+        super().__init__()
+        self.config = c = config
+        E = c.embed_dim
+        self.n_extra = 1 + int(c.uses_proprio)  # action (+ proprio) tokens before the frame tokens
+        self.group = self.n_extra + c.tokens_per_frame  # G tokens per step
+        self.action_embed = nn.Linear(c.action_dim, E)
+        self.proprio_embed = nn.Linear(c.proprio_dim, E) if c.uses_proprio else None
+        self.frame_embed = nn.Linear(c.latent_dim, E)
+        self.blocks = nn.ModuleList(_Block(E, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
+        self.norm = nn.LayerNorm(E)
+        self.latent_head = nn.Linear(E, c.ensemble * c.latent_dim)  # K heads in one matmul
+        self.proprio_head = nn.Linear(E, c.proprio_dim) if c.uses_proprio else None
+        # (t, row, col) of each token of a step at t = 0; extra tokens sit at (t, 0, 0).
+        gh, gw = c.grid
+        rows = torch.arange(gh).repeat_interleave(gw)
+        cols = torch.arange(gw).repeat(gh)
+        frame_pos = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1)
+        pos = torch.cat([torch.zeros(self.n_extra, 3, dtype=torch.long), frame_pos], dim=0)
+        self.register_buffer("group_pos", pos, persistent=False)  # [G, 3]
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            # Distinct random init per head matters: identical heads would get identical
+            # gradients and never disagree.
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+    # ---- pieces -------------------------------------------------------------------------
+    def _embed(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Tensor:
+        """``[B,T,N,D]``, ``[B,T,P]|None``, ``[B,T,A]`` -> token groups ``[B, T, G, E]``."""
+        parts = [self.action_embed(actions).unsqueeze(2)]
+        if self.proprio_embed is not None:
+            parts.append(self.proprio_embed(proprio).unsqueeze(2))
+        parts.append(self.frame_embed(latents))
+        return torch.cat(parts, dim=2)
+
+    def _rope(self, t0: int, T: int) -> tuple[Tensor, Tensor]:
+        """RoPE tables for steps ``t0 .. t0+T-1``: cos, sin ``[1, T*G, R]``."""
+        t = torch.arange(t0, t0 + T, device=self.group_pos.device)
+        pos = self.group_pos.unsqueeze(0).repeat(T, 1, 1)  # [T, G, 3]
+        pos[..., 0] = t[:, None]
+        cos, sin = rope_cos_sin(pos.reshape(1, T * self.group, 3), self.config.embed_dim // self.config.num_heads)
+        return cos, sin
+
+    def _mask(self, T: int, device: torch.device) -> Tensor:
+        """Block-causal bool mask ``[T*G, T*G]``: query step >= key step."""
+        step = torch.arange(T, device=device).repeat_interleave(self.group)
+        return step[:, None] >= step[None, :]
+
+    def _heads(self, out: Tensor, latents_in: Tensor, proprio_in: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Trunk outputs ``[B,T,G,E]`` -> next latents ``[B,T,K,N,D]``, next proprio ``[B,T,P]|None``.
+
+        Residual parametrisation (``z_t + delta``): "nothing moves" is the zero output,
+        so an untrained predictor starts near the copy-last baseline.
+        """
+        c = self.config
+        B, T = out.shape[:2]
+        o = self.norm(out)
+        delta = self.latent_head(o[:, :, self.n_extra:])  # [B, T, N, K*D]
+        delta = delta.view(B, T, c.tokens_per_frame, c.ensemble, c.latent_dim).transpose(2, 3)
+        pred = latents_in.unsqueeze(2) + delta
+        pred_p = None
+        if self.proprio_head is not None:
+            pred_p = proprio_in + self.proprio_head(o[:, :, 1])
+        return pred, pred_p
+
+    def _check(self, latents: Tensor, proprio: Tensor | None, actions: Tensor | None, what: str) -> None:
+        c = self.config
+        if latents.dim() != 4 or latents.shape[2:] != (c.tokens_per_frame, c.latent_dim):
+            raise ValueError(f"{what}: latents must be [B,T,{c.tokens_per_frame},{c.latent_dim}], got {tuple(latents.shape)}")
+        if c.uses_proprio:
+            if proprio is None or proprio.shape != (*latents.shape[:2], c.proprio_dim):
+                got = None if proprio is None else tuple(proprio.shape)
+                raise ValueError(f"{what}: proprio must be [B,T,{c.proprio_dim}] matching latents, got {got}")
+        if actions is not None and (actions.dim() != 3 or actions.shape[-1] != c.action_dim):
+            raise ValueError(f"{what}: actions must be [B,T,{c.action_dim}], got {tuple(actions.shape)}")
+
+    # ---- teacher forcing ----------------------------------------------------------------
+    def forward(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced one-step predictions for every step at once.
+
+        Args:
+            latents: ``[B, T, N, D]`` latents of steps ``0..T-1``.
+            proprio: ``[B, T, P]`` or None (must match ``config.proprio_dim``).
+            actions: ``[B, T, A]``; ``actions[:, t]`` is applied at step ``t``.
+        Returns:
+            pred_latents ``[B, T, K, N, D]`` (entry ``t`` predicts latents of step ``t+1``),
+            pred_proprio ``[B, T, P]`` or None.
+        """
+        self._check(latents, proprio, actions, "ACPredictor.forward")
+        if actions.shape[:2] != latents.shape[:2]:
+            raise ValueError(f"ACPredictor.forward: actions {tuple(actions.shape)} must share [B,T] with latents {tuple(latents.shape)}")
+        B, T = latents.shape[:2]
+        x = self._embed(latents, proprio, actions).flatten(1, 2)  # [B, T*G, E]
+        cos, sin = self._rope(0, T)
+        mask = self._mask(T, x.device)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask)
+        return self._heads(x.view(B, T, self.group, -1), latents, proprio)
+
+    # ---- autoregressive rollout ---------------------------------------------------------
+    def rollout(
+        self,
+        ctx_latents: Tensor,
+        ctx_proprio: Tensor | None,
+        actions: Tensor,
+        ctx_actions: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> Rollout:
+        """Roll out ``H`` steps from a context, feeding predictions (head mean) back in.
+
+        Args:
+            ctx_latents: ``[B, Tc, N, D]`` context latents (steps ``0..Tc-1``).
+            ctx_proprio: ``[B, Tc, P]`` or None.
+            actions: ``[B*S, H, A]``; ``actions[:, 0]`` is applied at the LAST context frame.
+                ``S = actions.shape[0] // B`` samples per context are inferred from the
+                shapes; row ``b*S + s`` is sample ``s`` of context ``b`` (i.e. a planner's
+                ``[B, S, H, A]`` reshaped). Context keys/values are computed once per
+                context and shared by its samples, never recomputed or copied per sample.
+            ctx_actions: ``[B, Tc-1, A]`` actions taken between the context frames
+                (required when ``Tc > 1``).
+            use_cache: False recomputes the whole sequence each step (reference path).
+        Returns:
+            :class:`Rollout` with latents ``[B*S, H, N, D]``, proprio ``[B*S, H, P]|None``,
+            disagreement ``[B*S, H]|None``.
+        """
+        self._check(ctx_latents, ctx_proprio, actions, "ACPredictor.rollout")
+        B, Tc = ctx_latents.shape[:2]
+        M, H = actions.shape[:2]
+        if M % B:
+            raise ValueError(f"ACPredictor.rollout: actions batch {M} is not a multiple of context batch {B}")
+        if Tc > 1:
+            if ctx_actions is None or ctx_actions.shape != (B, Tc - 1, self.config.action_dim):
+                got = None if ctx_actions is None else tuple(ctx_actions.shape)
+                raise ValueError(f"ACPredictor.rollout: ctx_actions must be [B,Tc-1,A]=[{B},{Tc - 1},{self.config.action_dim}] "
+                                 f"for Tc={Tc}, got {got}")
+        if use_cache:
+            return self._rollout_cached(ctx_latents, ctx_proprio, actions, ctx_actions)
+        return self._rollout_uncached(ctx_latents, ctx_proprio, actions, ctx_actions)
+
+    def _collect(self, preds: list[Tensor], props: list[Tensor | None]) -> Rollout:
+        """Stack per-step head predictions ``[M, K, N, D]`` into a :class:`Rollout`."""
+        allk = torch.stack(preds, dim=1)  # [M, H, K, N, D]
+        dis = allk.var(dim=2, unbiased=False).mean(dim=(-1, -2)) if self.config.ensemble > 1 else None
+        prop = torch.stack(props, dim=1) if props[0] is not None else None
+        return Rollout(allk.mean(dim=2), prop, dis)
+
+    def _rollout_cached(self, ctx_latents, ctx_proprio, actions, ctx_actions) -> Rollout:
+        B, Tc = ctx_latents.shape[:2]
+        M, H = actions.shape[:2]
+        S = M // B
+        # 1) Shared prefix: context steps 0..Tc-2 are identical for all samples of an env.
+        #    The last context step already holds the per-sample action, so it is not shared.
+        shared: list[KV | None] = [None] * len(self.blocks)
+        if Tc > 1:
+            x = self._embed(ctx_latents[:, :-1], None if ctx_proprio is None else ctx_proprio[:, :-1], ctx_actions)
+            x = x.flatten(1, 2)
+            cos, sin = self._rope(0, Tc - 1)
+            mask = self._mask(Tc - 1, x.device)
+            for i, blk in enumerate(self.blocks):
+                x, shared[i] = blk.prefill(x, cos, sin, mask)
+        # 2) Per-sample steps, each computing only its own token group.
+        z = ctx_latents[:, -1].repeat_interleave(S, dim=0)  # [M, N, D]
+        p = None if ctx_proprio is None else ctx_proprio[:, -1].repeat_interleave(S, dim=0)
+        own: list[KV | None] = [None] * len(self.blocks)
+        preds, props = [], []
+        for h in range(H):
+            x = self._embed(z[:, None], None if p is None else p[:, None], actions[:, h:h + 1]).flatten(1, 2)
+            cos, sin = self._rope(Tc - 1 + h, 1)
+            for i, blk in enumerate(self.blocks):
+                x, own[i] = blk.step(x, cos, sin, shared[i], own[i])
+            pk, pp = self._heads(x[:, None], z[:, None], None if p is None else p[:, None])
+            preds.append(pk[:, 0])
+            z = pk[:, 0].mean(dim=1)
+            p = None if pp is None else pp[:, 0]
+            props.append(p)
+        return self._collect(preds, props)
+
+    def _rollout_uncached(self, ctx_latents, ctx_proprio, actions, ctx_actions) -> Rollout:
+        """Reference: re-run ``forward`` on the full growing sequence at every step."""
+        B, Tc = ctx_latents.shape[:2]
+        M, H = actions.shape[:2]
+        S = M // B
+        lat = ctx_latents.repeat_interleave(S, dim=0)
+        prop = None if ctx_proprio is None else ctx_proprio.repeat_interleave(S, dim=0)
+        acts_ctx = actions[:, :0] if Tc == 1 else ctx_actions.repeat_interleave(S, dim=0)
+        preds, props = [], []
+        for h in range(H):
+            pk, pp = self.forward(lat, prop, torch.cat([acts_ctx, actions[:, :h + 1]], dim=1))
+            preds.append(pk[:, -1])
+            lat = torch.cat([lat, pk[:, -1].mean(dim=1, keepdim=True)], dim=1)
+            if pp is not None:
+                props.append(pp[:, -1])
+                prop = torch.cat([prop, pp[:, -1:]], dim=1)
+            else:
+                props.append(None)
+        return self._collect(preds, props)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

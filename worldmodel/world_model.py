@@ -1,0 +1,250 @@
+"""The world model planners see: frozen encoder + pooling + predictor + normalisation.
+
+Saved and loaded as ONE file (``kind = "wmplan-world-model"``) holding only tensors and
+plain Python types, so it loads with ``torch.load(weights_only=True)``.
+Actions and proprio cross this API in env units; normalisation happens inside.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from worldmodel.pooling import pool_latents, pooled_grid
+from worldmodel.predictor import ACPredictor, ACPredictorConfig, Rollout
+from worldmodel.utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
+from worldmodel.vit import VisionTransformer, ViTConfig
+
+WORLD_MODEL_KIND = "wmplan-world-model"
+_REQUIRED = ("encoder", "predictor", "pool_k", "frameskip", "stats", "action_low", "action_high", "meta")
+
+__all__ = ["WorldModel", "Rollout", "WORLD_MODEL_KIND"]
+
+
+def _as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    return torch.as_tensor(x, dtype=torch.float32) if like is None else torch.as_tensor(x).to(like)
+
+
+class WorldModel(nn.Module):
+    """Encoder (frozen) + parameter-free pooling + action-conditioned predictor.
+
+    Args:
+        encoder: frozen :class:`VisionTransformer`.
+        predictor: trained :class:`ACPredictor` (its inputs are normalised actions/proprio).
+        pool_k: pooled grid side (None keeps all patch tokens).
+        frameskip: env steps per predictor step.
+        action_low, action_high: env action bounds, ``[A_env]`` (tiled ``frameskip`` times
+            here) or already ``[A]``.
+        stats: ``action_mean``/``action_std`` ``[A]`` and, when proprio is used,
+            ``proprio_mean``/``proprio_std`` ``[P]``.
+        meta: free-form plain-Python info (seed, data dir, metrics...).
+
+    Everything is frozen (``requires_grad=False``); gradients still flow to inputs such
+    as actions, which is what gradient planners need.
+    """
+
+    def __init__(
+        self,
+        encoder: VisionTransformer,
+        predictor: ACPredictor,
+        pool_k: int | None,
+        frameskip: int,
+        action_low: Tensor,
+        action_high: Tensor,
+        stats: dict[str, Tensor | None],
+        meta: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.predictor = predictor
+        self.pool_k = None if pool_k is None else int(pool_k)
+        self.frameskip = int(frameskip)
+        self.meta = dict(meta or {})
+        pc = predictor.config
+        self.action_dim = pc.action_dim
+        self.proprio_dim = pc.proprio_dim
+        self.image_size = encoder.cfg.img_size
+        grid = pooled_grid(encoder.grid, self.pool_k)
+        if grid[0] * grid[1] != pc.tokens_per_frame or encoder.embed_dim != pc.latent_dim:
+            raise ValueError(f"WorldModel: pooled encoder tokens {grid} x {encoder.embed_dim} do not match predictor "
+                             f"tokens_per_frame={pc.tokens_per_frame}, latent_dim={pc.latent_dim}")
+        low, high = _as_tensor(action_low).flatten(), _as_tensor(action_high).flatten()
+        if low.numel() * self.frameskip == self.action_dim:  # env bounds -> tile per sub-step
+            low, high = low.repeat(self.frameskip), high.repeat(self.frameskip)
+        if low.numel() != self.action_dim or high.numel() != self.action_dim:
+            raise ValueError(f"WorldModel: action bounds have {low.numel()} entries, expected "
+                             f"{self.action_dim} or {self.action_dim // self.frameskip} (env dim)")
+        self.register_buffer("action_low", low)
+        self.register_buffer("action_high", high)
+        self.register_buffer("action_mean", _as_tensor(stats["action_mean"]).flatten())
+        self.register_buffer("action_std", _as_tensor(stats["action_std"]).flatten())
+        if self.proprio_dim is not None:
+            self.register_buffer("proprio_mean", _as_tensor(stats["proprio_mean"]).flatten())
+            self.register_buffer("proprio_std", _as_tensor(stats["proprio_std"]).flatten())
+        else:
+            self.proprio_mean = self.proprio_std = None
+        self.requires_grad_(False)
+        self.eval()
+
+    # ---- properties ----------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.action_low.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the predictor weights (inputs are cast to it)."""
+        return next(self.predictor.parameters()).dtype
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Latent token grid per frame."""
+        return pooled_grid(self.encoder.grid, self.pool_k)
+
+    def num_params(self) -> int:
+        """Trainable size of the predictor (the encoder is frozen and shared)."""
+        return self.predictor.num_params()
+
+    # ---- encode / predict ----------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: Tensor, chunk_size: int | None = 256) -> Tensor:
+        """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, N, D]`` (frozen encoder + pool + LN)."""
+        frames = torch.as_tensor(frames)
+        if frames.dtype != torch.uint8:
+            raise ValueError(f"WorldModel.encode: frames must be uint8 [B,T,H,W,3], got {frames.dtype}")
+        self.encoder.eval()
+        tokens = self.encoder.encode(frames.to(self.device), chunk_size=chunk_size)
+        return pool_latents(tokens, self.encoder.grid, self.pool_k).to(self.dtype)
+
+    def normalize_actions(self, actions: Tensor) -> Tensor:
+        return (actions.to(self.action_mean) - self.action_mean) / self.action_std
+
+    def normalize_proprio(self, proprio: Tensor | None) -> Tensor | None:
+        if self.proprio_dim is None or proprio is None:
+            return None
+        return (proprio.to(self.proprio_mean) - self.proprio_mean) / self.proprio_std
+
+    def denormalize_proprio(self, proprio: Tensor | None) -> Tensor | None:
+        if proprio is None or self.proprio_dim is None:
+            return None
+        return proprio.to(self.proprio_mean) * self.proprio_std + self.proprio_mean
+
+    def _check_proprio(self, proprio: Tensor | None, what: str) -> None:
+        if self.proprio_dim is not None and proprio is None:
+            raise ValueError(f"WorldModel.{what}: this model uses proprio (P={self.proprio_dim}); pass ctx_proprio")
+
+    def rollout(
+        self,
+        ctx_latents: Tensor,
+        ctx_proprio: Tensor | None,
+        actions: Tensor,
+        ctx_actions: Tensor | None = None,
+        use_cache: bool = True,
+    ) -> Rollout:
+        """Predict ``H`` steps ahead.
+
+        Args:
+            ctx_latents: ``[B, Tc, N, D]`` (from :meth:`encode`).
+            ctx_proprio: ``[B, Tc, P]`` env units, or None when ``proprio_dim`` is None
+                (ignored then).
+            actions: ``[M, H, A]`` env units, ``M = B * S``; ``actions[:, 0]`` is applied at
+                the last context frame; row ``b*S + s`` uses context ``b``.
+            ctx_actions: ``[B, Tc-1, A]`` env units, the actions between context frames
+                (needed only when ``Tc > 1``).
+        Returns:
+            ``Rollout(latents [M,H,N,D], proprio [M,H,P] env units | None, disagreement [M,H] | None)``.
+        """
+        self._check_proprio(ctx_proprio, "rollout")
+        dt = self.dtype
+        out = self.predictor.rollout(
+            ctx_latents.to(self.device, dt),
+            None if self.proprio_dim is None else self.normalize_proprio(ctx_proprio).to(dt),
+            self.normalize_actions(actions).to(dt),
+            None if ctx_actions is None else self.normalize_actions(ctx_actions).to(dt),
+            use_cache=use_cache,
+        )
+        return Rollout(out.latents, self.denormalize_proprio(out.proprio), out.disagreement)
+
+    def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Rollout:
+        """Teacher-forced one-step predictions (``TeacherForcedModel`` protocol).
+
+        ``latents [M,T,N,D]``, ``proprio [M,T,P]|None`` and ``actions [M,T,A]`` (env units)
+        -> ``Rollout`` whose ``latents[:, t]`` (head mean) predicts step ``t+1``.
+        """
+        self._check_proprio(proprio, "predict_next")
+        dt = self.dtype
+        pk, pp = self.predictor(
+            latents.to(self.device, dt),
+            None if self.proprio_dim is None else self.normalize_proprio(proprio).to(dt),
+            self.normalize_actions(actions).to(dt),
+        )
+        dis = pk.var(dim=2, unbiased=False).mean(dim=(-1, -2)) if pk.shape[2] > 1 else None
+        return Rollout(pk.mean(dim=2), self.denormalize_proprio(pp), dis)
+
+    # ---- persistence -----------------------------------------------------------------------
+    def state_for_save(self) -> dict[str, Any]:
+        """The checkpoint dict (CPU fp32 tensors + plain Python types only)."""
+        def cpu(t: Tensor | None) -> Tensor | None:
+            if t is None:
+                return None
+            t = t.detach().cpu()
+            return t.float() if t.is_floating_point() else t
+
+        return {
+            "kind": WORLD_MODEL_KIND,
+            "version": 1,
+            "encoder": {"config": self.encoder.cfg.to_dict(),
+                        "state_dict": {k: cpu(v) for k, v in self.encoder.state_dict().items()}},
+            "predictor": {"config": self.predictor.config.to_dict(),
+                          "state_dict": {k: cpu(v) for k, v in self.predictor.state_dict().items()}},
+            "pool_k": self.pool_k,
+            "frameskip": self.frameskip,
+            "image_size": int(self.image_size),
+            "stats": {k: cpu(getattr(self, k)) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std")},
+            "action_low": cpu(self.action_low),
+            "action_high": cpu(self.action_high),
+            "meta": dict(self.meta),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Atomically write the whole world model to one file."""
+        atomic_save(self.state_for_save(), path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto") -> "WorldModel":
+        """Load a file written by :meth:`save`; raises CheckpointError naming file and field."""
+        ckpt = load_checkpoint(path, kind=WORLD_MODEL_KIND)
+        for f in _REQUIRED:
+            if f not in ckpt:
+                raise CheckpointError(f"checkpoint {path}: missing field {f!r}")
+        for part in ("encoder", "predictor"):
+            for f in ("config", "state_dict"):
+                if not isinstance(ckpt[part], dict) or f not in ckpt[part]:
+                    raise CheckpointError(f"checkpoint {path}: missing field '{part}.{f}'")
+        stats = ckpt["stats"]
+        for f in ("action_mean", "action_std"):
+            if not isinstance(stats, dict) or stats.get(f) is None:
+                raise CheckpointError(f"checkpoint {path}: missing field 'stats.{f}'")
+        try:
+            encoder = VisionTransformer(ViTConfig.from_dict(dict(ckpt["encoder"]["config"])))
+            encoder.load_state_dict(ckpt["encoder"]["state_dict"])
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path}: field 'encoder' is incompatible: {e}") from e
+        try:
+            predictor = ACPredictor(ACPredictorConfig.from_dict(dict(ckpt["predictor"]["config"])))
+            predictor.load_state_dict(ckpt["predictor"]["state_dict"])
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {path}: field 'predictor' is incompatible: {e}") from e
+        if predictor.config.proprio_dim is not None:
+            for f in ("proprio_mean", "proprio_std"):
+                if stats.get(f) is None:
+                    raise CheckpointError(f"checkpoint {path}: missing field 'stats.{f}' (predictor uses proprio)")
+        try:
+            wm = cls(encoder, predictor, ckpt["pool_k"], ckpt["frameskip"], ckpt["action_low"],
+                     ckpt["action_high"], stats, ckpt["meta"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"checkpoint {path}: inconsistent fields: {e}") from e
+        return wm.to(resolve_device(device))
