@@ -12,6 +12,11 @@ from envs.base import GoalTask  # noqa: E402
 # id -> (entry point, max_episode_steps)
 TASKS: dict[str, tuple[str, int]] = {
     "wmplan/PointMaze-v0": ("envs.point_maze:PointMazeEnv", 100),
+    "wmplan/Reacher-v0": ("envs.reacher:ReacherEnv", 50),
+    "wmplan/PushT-v0": ("envs.push_t:PushTEnv", 200),
+    "wmplan/ArmReach-v0": ("envs.arm_tasks:ArmReachEnv", 50),
+    "wmplan/ArmPush-v0": ("envs.arm_tasks:ArmPushEnv", 100),
+    "wmplan/ArmPickPlace-v0": ("envs.arm_tasks:ArmPickPlaceEnv", 100),
 }
 
 

@@ -46,6 +46,10 @@ class PointMazeEnv(GoalTask):
             have its straight line cross the wall (otherwise uniform).
         min_goal_dist: minimum start-goal distance when sampling.
         success_threshold: success when ||xy - goal_xy|| is below this.
+        lamp: the agent carries a downward spotlight (dimmer ambient light). Its pool of
+            light makes the agent's position visible across the whole frame, so distances
+            between frame latents stay informative far from the goal, not only when the
+            ball itself overlaps its goal position. ``False`` gives the flat-lit variant.
     reset options: ``{"start": [x, y], "goal": [x, y]}`` (either may be omitted).
     """
 
@@ -59,8 +63,10 @@ class PointMazeEnv(GoalTask):
         cross_wall_prob: float = 0.5,
         min_goal_dist: float = 0.6,
         success_threshold: float = 0.15,
+        lamp: bool = True,
         render_mode: str | None = "rgb_array",
     ) -> None:
+        self.lamp = bool(lamp)
         if not 0.0 <= cross_wall_prob <= 1.0:
             raise ValueError(f"cross_wall_prob={cross_wall_prob}: must be in [0, 1]")
         self.cross_wall_prob = float(cross_wall_prob)
@@ -79,17 +85,24 @@ class PointMazeEnv(GoalTask):
             f'<geom type="box" pos="{x} {y} 0.05" size="{sx} {sy} 0.05" rgba="0.15 0.2 0.55 1"/>'
             for x, y, sx, sy in [(0, 1.05, 1.1, 0.05), (0, -1.05, 1.1, 0.05), (1.05, 0, 0.05, 1.1), (-1.05, 0, 0.05, 1.1)]
         )
+        if self.lamp:
+            headlight = '<headlight ambient="0.25 0.25 0.25" diffuse="0.1 0.1 0.1" specular="0 0 0"/>'
+            lamp = ('<light name="lamp" pos="0 0 0.6" dir="0 0 -1" cutoff="80" exponent="1" '
+                    'diffuse="1 1 1" attenuation="1 0 0" castshadow="false"/>')
+        else:
+            headlight, lamp = '<headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/>', ""
         return f"""
 <mujoco model="point_maze">
   <option timestep="0.01" gravity="0 0 0"/>
   <default><geom condim="1"/></default>
-  <visual><global offwidth="512" offheight="512"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
+  <visual><global offwidth="512" offheight="512"/>{headlight}</visual>
   <worldbody>
     <geom name="floor" type="plane" size="1.1 1.1 0.1" rgba="0.85 0.85 0.8 1" contype="0" conaffinity="0"/>
     {wall}{outer}
     <body name="agent" pos="0 0 {AGENT_R}">
       <joint name="x" type="slide" axis="1 0 0" damping="10" limited="false"/>
       <joint name="y" type="slide" axis="0 1 0" damping="10" limited="false"/>
+      {lamp}
       <geom name="agent" type="sphere" size="{AGENT_R}" mass="1" condim="1" rgba="0.9 0.15 0.1 1"/>
     </body>
     <camera name="top" pos="0 0 3" xyaxes="1 0 0 0 1 0" projection="orthographic" fovy="2.2"/>

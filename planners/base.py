@@ -6,7 +6,8 @@ Tc context frames, N tokens per frame, D latent width, P proprio width):
 - ``PlanContext.latents`` [B,Tc,N,D], ``PlanContext.proprio`` [B,Tc,P] | None
 - ``Goal.latents`` [B,N,D], ``Goal.proprio`` [B,P] | None
 - ``WorldModelLike.rollout(ctx [B,Tc,N,D], ctx_proprio [B,Tc,P]|None, actions [M,H,A])``
-  -> ``Rollout(latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None)``.
+  -> ``Rollout(latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None)``;
+  with Tc > 1 also ``ctx_actions=[B,Tc-1,A]`` (keyword, only passed when the context has it).
   When M = B*S the world model broadcasts env b's context to rows b*S .. (b+1)*S-1.
 - ``PlanResult.actions`` [B,H,A], ``PlanResult.energy`` [B].
 """
@@ -72,10 +73,13 @@ class TeacherForcedModel(Protocol):
 
 @dataclass
 class PlanContext:
-    """Current observation(s): latents [B,Tc,N,D], proprio [B,Tc,P] | None."""
+    """Current observation(s): latents [B,Tc,N,D], proprio [B,Tc,P] | None, and for Tc > 1
+    the planner-unit actions taken between the context frames, actions [B,Tc-1,A] | None
+    (passed to ``rollout`` as ``ctx_actions=`` only when given)."""
 
     latents: Tensor
     proprio: Tensor | None = None
+    actions: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -217,7 +221,10 @@ class Planner(ABC):
         """
         use_amp = self.config.amp and actions.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp) if use_amp else _nullctx():
-            r = world_model.rollout(context.latents, context.proprio, actions)
+            if context.actions is None:
+                r = world_model.rollout(context.latents, context.proprio, actions)
+            else:
+                r = world_model.rollout(context.latents, context.proprio, actions, ctx_actions=context.actions)
         f32 = lambda x: None if x is None else x.float()  # noqa: E731
         return Rollout(f32(r.latents), f32(getattr(r, "proprio", None)), f32(getattr(r, "disagreement", None)))
 

@@ -38,7 +38,8 @@ class JEPAResidual(Energy):
     Reads ``extras["jepa_pred"]`` (predictions of z_{t+1}) and ``extras["jepa_target"]``
     (the decision latents z_{t+1}), both [M,T,N,D], filled by the collocation planner.
     metric "l1" = mean absolute error, "l2" = mean squared error over N,D, summed over
-    steps. For shooting planners the residual is zero by construction (no extras): returns 0.
+    steps (plus the same on proprio states when ``jepa_pred_proprio``/``jepa_target_proprio``
+    [M,T,P] are given). For shooting planners the residual is zero by construction (no extras): returns 0.
     """
 
     def __init__(self, metric: str = "l1"):
@@ -50,6 +51,11 @@ class JEPAResidual(Energy):
         pred, target = extras.get("jepa_pred"), extras.get("jepa_target")
         if pred is None or target is None:
             return actions.new_zeros(actions.shape[0])
-        r = pred - target
-        per = r.abs() if self.metric == "l1" else r.pow(2)
-        return per.mean(dim=(-2, -1)).sum(-1)
+        e = self._dist(pred - target).mean(dim=(-2, -1)).sum(-1)
+        pp, tp = extras.get("jepa_pred_proprio"), extras.get("jepa_target_proprio")
+        if pp is not None and tp is not None:
+            e = e + self._dist(pp - tp).mean(-1).sum(-1)
+        return e
+
+    def _dist(self, r: Tensor) -> Tensor:
+        return r.abs() if self.metric == "l1" else r.pow(2)

@@ -1,0 +1,238 @@
+"""Gradient planner: Adam on actions through the world model's differentiable rollout.
+
+Shooting mode (default): decision variables are R restarts of actions [B,R,H,A]; each step
+rolls out all B*R rows in one call, back-propagates the summed energy (rows are independent,
+so each gets its own gradient), takes an Adam step and projects onto the constraint set.
+
+Collocation mode (``collocation=True``): the latent states z_1..z_{H-1} are decision
+variables too, and the energy adds the JEPA residual sum_t ||P(z_<=t, a_<=t) - z_{t+1}||
+(an energy term ``jepa_residual`` must be configured; it reads ``extras``). The predictions
+come from one teacher-forced call: ``world_model.predict_next`` when the model has it
+(a block-causal pass over [z_0, z_1..z_{H-1}]), otherwise one batched ``rollout`` of M*H
+rows with horizon 1 whose contexts are the individual states (a Markov approximation that
+drops the predictor's longer history). Collocation uses the last context frame as z_0.
+The goal energy sees [z_1..z_{H-1}, P(z_<=H-1, a_<=H-1)]. The returned plan is chosen by a
+final shooting rollout of every restart, so the reported energy is dynamically consistent.
+
+Adam is written out (a few tensor ops, no optimizer object): no host syncs, per-element
+state, step sizes in units of the action half-range.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from planners.base import (
+    GeneratorArg,
+    Goal,
+    PlanContext,
+    PlannerConfig,
+    PlanResult,
+    Planner,
+    Rollout,
+    WorldModelLike,
+    action_bounds,
+    box_centre,
+    half_range,
+    make_uniform,
+)
+from planners.registry import register_planner
+
+
+@dataclass
+class GradientConfig(PlannerConfig):
+    samples: int = 8  # restarts per env: row 0 starts at init/warm plan, others uniform in the box
+    iterations: int = 50
+    lr: float = 0.1  # Adam step, fraction of the action half-range
+    cosine_decay: bool = True  # anneal both step sizes to 0 over the iterations (settles Adam's jitter)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    collocation: bool = False
+    latent_lr: float = 0.05  # Adam step for latent (and proprio) states in collocation
+
+
+def _lr_factor(cfg: GradientConfig, i: int) -> float:
+    """Step-size multiplier at iteration i (a Python float: no tensor, no sync)."""
+    if not cfg.cosine_decay or cfg.iterations <= 1:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * i / cfg.iterations))
+
+
+class _Adam:
+    """Element-wise Adam on a tensor; ``step`` returns the update direction (no lr scale)."""
+
+    def __init__(self, x: Tensor, beta1: float, beta2: float, eps: float = 1e-8):
+        self.m, self.v = torch.zeros_like(x), torch.zeros_like(x)
+        self.b1, self.b2, self.eps, self.t = beta1, beta2, eps, 0
+
+    def direction(self, grad: Tensor) -> Tensor:
+        self.t += 1
+        self.m.mul_(self.b1).add_(grad, alpha=1 - self.b1)
+        self.v.mul_(self.b2).addcmul_(grad, grad, value=1 - self.b2)
+        m_hat = self.m / (1 - self.b1**self.t)
+        v_hat = self.v / (1 - self.b2**self.t)
+        return m_hat / (v_hat.sqrt() + self.eps)
+
+
+def _plain(t: Tensor | None) -> Tensor | None:
+    """Inference-mode tensors cannot be saved for backward; copy them to normal tensors."""
+    return t.clone() if t is not None and t.is_inference() else t
+
+
+@register_planner("gradient")
+class GradientPlanner(Planner):
+    """Projected Adam on action sequences (optionally with latent collocation)."""
+
+    config_cls = GradientConfig
+    config: GradientConfig
+
+    def __init__(self, config: GradientConfig | None = None, energy: Any = None):
+        super().__init__(config, energy)
+        if self.config.collocation and not _has_term(self.energy, "jepa_residual"):
+            raise ValueError("collocation=True needs an energy with a 'jepa_residual' term (configs/energy/collocation.yaml)")
+
+    def plan(
+        self,
+        world_model: WorldModelLike,
+        context: PlanContext,
+        goal: Goal,
+        init: Tensor | None = None,
+        generator: GeneratorArg = None,
+        horizon: int | None = None,
+    ) -> PlanResult:
+        c = self.config
+        b, h, r = context.batch, self._horizon(init, horizon), c.samples
+        low, high = action_bounds(world_model)
+        a_dim, dev = low.shape[0], low.device
+        scale = half_range(low, high)
+        context = PlanContext(_plain(context.latents), _plain(context.proprio), _plain(context.actions))
+        goal_m = goal.broadcast(r)
+        mean = self._initial_mean(init, b, h, low, high)
+        lo = torch.where(torch.isfinite(low), low, box_centre(low, high) - 1)
+        rand = lo + 2 * scale * make_uniform(generator, b, (r - 1, h, a_dim), dev)
+        x = self._project(torch.cat([mean[:, None], rand], 1), low, high).reshape(b * r, h, a_dim)
+
+        with torch.enable_grad():
+            if c.collocation:
+                x, trace = self._collocate(world_model, context, goal_m, x, low, high)
+                best_e = best_a = None
+            else:
+                x, best_a, best_e, trace = self._shoot(world_model, context, goal_m, x, low, high)
+        with torch.no_grad():
+            # final (dynamically consistent) evaluation of the last iterates of every restart
+            total, terms = self.energy.evaluate(self._rollout(world_model, context, x), goal_m, x, {})
+            if best_e is not None:
+                better = total < best_e
+                best_a = torch.where(better[:, None, None], x, best_a)
+                best_e = torch.where(better, total, best_e)
+            else:
+                best_a, best_e = x, total
+            e = best_e.reshape(b, r)
+            e_min, idx = e.min(1)
+            actions = best_a.reshape(b, r, h, a_dim)[torch.arange(b, device=dev), idx]
+        if c.warm_start:
+            self._warm = {"mean": actions.detach()}
+        stats = {"energy_per_iter": torch.stack(trace, 1).reshape(b, r, -1).amin(1) if trace else None}
+        return PlanResult(actions.detach(), e_min.detach(), stats)
+
+    # ------------------------------------------------------------------ shooting
+    def _shoot(self, wm, context, goal_m, x, low, high):
+        c = self.config
+        scale = half_range(low, high)
+        adam = _Adam(x, c.beta1, c.beta2)
+        best_a, best_e = x.clone(), torch.full((x.shape[0],), float("inf"), device=x.device)
+        trace = []
+        for i in range(c.iterations):
+            f = _lr_factor(c, i)
+            x = x.detach().requires_grad_(True)
+            total, _ = self.energy.evaluate(self._rollout(wm, context, x), goal_m, x, {})
+            _check_grad(total)
+            (grad,) = torch.autograd.grad(total.sum(), x)
+            with torch.no_grad():
+                better = total < best_e
+                best_a = torch.where(better[:, None, None], x, best_a)
+                best_e = torch.where(better, total, best_e)
+                trace.append(total.detach())
+                x = self._project(x - f * c.lr * scale * adam.direction(grad), low, high)
+        return x.detach(), best_a.detach(), best_e.detach(), trace
+
+    # ------------------------------------------------------------------ collocation
+    def _collocate(self, wm, context, goal_m, x, low, high):
+        c = self.config
+        m, h = x.shape[0], x.shape[1]
+        scale = half_range(low, high)
+        with torch.no_grad():
+            init_roll = self._rollout(wm, context, x)
+        s = m // context.batch
+        z0 = context.latents[:, -1:].repeat_interleave(s, 0)  # [M,1,N,D]
+        z = init_roll.latents[:, : h - 1].detach().clone()  # decision states z_1..z_{H-1}
+        use_p = context.proprio is not None
+        if use_p and init_roll.proprio is None:
+            raise ValueError("collocation with proprio needs a world model that predicts proprio")
+        p0 = context.proprio[:, -1:].repeat_interleave(s, 0) if use_p else None
+        p = init_roll.proprio[:, : h - 1].detach().clone() if use_p else None
+        opt_x, opt_z = _Adam(x, c.beta1, c.beta2), _Adam(z, c.beta1, c.beta2)
+        opt_p = _Adam(p, c.beta1, c.beta2) if use_p else None
+        trace = []
+        for i in range(c.iterations):
+            f = _lr_factor(c, i)
+            x = x.detach().requires_grad_(True)
+            z = z.detach().requires_grad_(True)
+            leaves = [x, z]
+            if use_p:
+                p = p.detach().requires_grad_(True)
+                leaves.append(p)
+            seq = torch.cat([z0, z], 1)  # [M,H,N,D] = z_0..z_{H-1}
+            pseq = torch.cat([p0, p], 1) if use_p else None
+            pred = self._predict_next(wm, seq, pseq, x)
+            roll = Rollout(
+                torch.cat([z, pred.latents[:, -1:]], 1),
+                torch.cat([p, pred.proprio[:, -1:]], 1) if use_p else None,
+                None,
+            )
+            extras = {"jepa_pred": pred.latents[:, :-1], "jepa_target": z}
+            if use_p:
+                extras["jepa_pred_proprio"], extras["jepa_target_proprio"] = pred.proprio[:, :-1], p
+            total, _ = self.energy.evaluate(roll, goal_m, x, extras)
+            _check_grad(total)
+            grads = torch.autograd.grad(total.sum(), leaves)
+            with torch.no_grad():
+                trace.append(total.detach())
+                x = self._project(x - f * c.lr * scale * opt_x.direction(grads[0]), low, high)
+                z = z - f * c.latent_lr * opt_z.direction(grads[1])
+                if use_p:
+                    p = p - f * c.latent_lr * opt_p.direction(grads[2])
+        return x.detach(), trace
+
+    def _predict_next(self, wm, seq: Tensor, pseq: Tensor | None, actions: Tensor) -> Rollout:
+        """Teacher-forced predictions of z_{t+1} for t = 0..H-1: seq [M,H,N,D] -> Rollout [M,H,...]."""
+        if hasattr(wm, "predict_next"):
+            out = wm.predict_next(seq, pseq, actions)
+            return Rollout(out.latents.float(), _f32(getattr(out, "proprio", None)), None)
+        m, h = seq.shape[:2]
+        ctx = PlanContext(seq.reshape(m * h, 1, *seq.shape[2:]), None if pseq is None else pseq.reshape(m * h, 1, -1))
+        out = self._rollout(wm, ctx, actions.reshape(m * h, 1, -1))
+        lat = out.latents.reshape(m, h, *seq.shape[2:])
+        prop = None if out.proprio is None else out.proprio.reshape(m, h, -1)
+        return Rollout(lat, prop, None)
+
+
+def _f32(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.float()
+
+
+def _check_grad(total: Tensor) -> None:
+    if not total.requires_grad:
+        raise RuntimeError("energy has no gradient w.r.t. actions: the world model's rollout must be "
+                           "differentiable (no torch.no_grad / inference_mode inside it)")
+
+
+def _has_term(energy: Any, name: str) -> bool:
+    terms = getattr(energy, "terms", None)
+    if terms is not None:
+        return any(t.name == name for _, t, _ in terms)
+    return getattr(energy, "name", None) == name

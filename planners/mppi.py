@@ -1,0 +1,148 @@
+"""Batched MPPI (model-predictive path integral) planner.
+
+Each iteration samples S perturbations around the current mean for all B envs at once,
+weights them by softmax(-energy / temperature) per env and moves the mean to the weighted
+average. Same static-shape, sync-free loop and generator conventions as CEM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from planners.base import (
+    GeneratorArg,
+    Goal,
+    PlanContext,
+    PlannerConfig,
+    PlanResult,
+    Planner,
+    WorldModelLike,
+    action_bounds,
+    half_range,
+    make_noise,
+)
+from planners.noise import colour_noise
+from planners.registry import register_planner
+
+
+@dataclass
+class MPPIConfig(PlannerConfig):
+    """MPPI options. ``noise_std`` is a fraction of the action half-range."""
+
+    samples: int = 256
+    iterations: int = 4
+    temperature: float = 0.1  # on energies min-max normalised per env, so it is scale-free
+    noise_std: float = 0.5
+    noise_decay: float = 1.0  # noise_std multiplier per iteration
+    noise_beta: float = 0.0  # coloured noise exponent along time (0 = white)
+    smoothing: int = 1  # moving-average window (odd) applied to the updated mean along time
+    momentum: float = 0.0  # weight of the previous mean in each update
+    include_mean: bool = True
+    compile: bool = False
+
+
+def smooth_time(x: Tensor, window: int) -> Tensor:
+    """Centred moving average along H of x [B,H,A] with edge replication (window 1 = identity)."""
+    if window <= 1:
+        return x
+    if window % 2 == 0:
+        raise ValueError(f"smoothing window must be odd, got {window}")
+    b, h, a = x.shape
+    y = x.permute(0, 2, 1).reshape(b * a, 1, h)
+    y = F.pad(y, (window // 2, window // 2), mode="replicate")
+    kernel = torch.full((1, 1, window), 1.0 / window, device=x.device, dtype=x.dtype)
+    return F.conv1d(y, kernel).reshape(b, a, h).permute(0, 2, 1)
+
+
+@register_planner("mppi")
+class MPPIPlanner(Planner):
+    """MPPI over action sequences.
+
+    Returns whichever has lower energy per env: the final weighted mean (evaluated with one
+    extra B-row rollout) or the best sample seen; ``stats["mean_chosen"]`` [B] says which.
+    Warm start: the returned plan seeds the next call (shifted by ``shift``).
+    """
+
+    config_cls = MPPIConfig
+    config: MPPIConfig
+
+    def __init__(self, config: MPPIConfig | None = None, energy: Any = None):
+        super().__init__(config, energy)
+        c = self.config
+        if c.samples - int(c.include_mean) < 1 or c.temperature <= 0:
+            raise ValueError("MPPI needs samples > include_mean and temperature > 0")
+        self._step_fn = torch.compile(self._step, dynamic=False) if c.compile else self._step
+
+    def _step(
+        self, world_model: WorldModelLike, context: PlanContext, goal_m: Goal, mean: Tensor, noise: Tensor,
+        low: Tensor, high: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """mean [B,H,A], noise [B,S',H,A] (already scaled) -> (new mean, best sample [B,H,A],
+        best energy [B], terms of the best sample {k: [B]})."""
+        c = self.config
+        b, s = mean.shape[0], c.samples
+        cand = mean.unsqueeze(1) + noise
+        if c.include_mean:
+            cand = torch.cat([mean.unsqueeze(1), cand], 1)
+        cand = self._project(cand, low, high)
+        flat = cand.reshape(b * s, *cand.shape[2:])
+        total, terms = self.energy.evaluate(self._rollout(world_model, context, flat), goal_m, flat, {})
+        e = total.reshape(b, s)
+        e_min, i_min = e.min(1)
+        span = (e.max(1).values - e_min).clamp(min=1e-12)
+        w = torch.softmax(-(e - e_min[:, None]) / (c.temperature * span[:, None]), dim=1)
+        new = (w[:, :, None, None] * cand).sum(1)
+        new = smooth_time(new, c.smoothing)
+        new = self._project(c.momentum * mean + (1 - c.momentum) * new, low, high)
+        best = cand[torch.arange(b, device=cand.device), i_min]
+        best_terms = {k: v.reshape(b, s).gather(1, i_min[:, None]).squeeze(1) for k, v in terms.items()}
+        return new, best, e_min, best_terms
+
+    @torch.no_grad()
+    def plan(
+        self,
+        world_model: WorldModelLike,
+        context: PlanContext,
+        goal: Goal,
+        init: Tensor | None = None,
+        generator: GeneratorArg = None,
+        horizon: int | None = None,
+    ) -> PlanResult:
+        c = self.config
+        b, h = context.batch, self._horizon(init, horizon)
+        low, high = action_bounds(world_model)
+        a_dim, dev = low.shape[0], low.device
+        scale = half_range(low, high)
+        mean = self._initial_mean(init, b, h, low, high)
+        n_noise = c.samples - int(c.include_mean)
+        eps = colour_noise(make_noise(generator, b, (c.iterations, n_noise, h, a_dim), dev), c.noise_beta, dim=-2)
+        goal_m = goal.broadcast(c.samples)
+
+        best_a, best_e = mean.clone(), torch.full((b,), float("inf"), device=dev)
+        best_terms: dict[str, Tensor] = {}
+        trace = []
+        std = c.noise_std * scale
+        for i in range(c.iterations):
+            mean, cand_a, cand_e, terms = self._step_fn(world_model, context, goal_m, mean, eps[:, i] * std, low, high)
+            better = cand_e < best_e
+            best_a = torch.where(better[:, None, None], cand_a, best_a)
+            best_e = torch.where(better, cand_e, best_e)
+            for k, v in terms.items():
+                best_terms[k] = torch.where(better, v, best_terms[k]) if k in best_terms else v
+            trace.append(cand_e)
+            std = std * c.noise_decay
+
+        # The final mean is what MPPI would execute; evaluate it and keep it where it is better.
+        mean_e, mean_terms = self.energy.evaluate(self._rollout(world_model, context, mean), goal, mean, {})
+        use_mean = mean_e <= best_e
+        actions = torch.where(use_mean[:, None, None], mean, best_a)
+        energy = torch.where(use_mean, mean_e, best_e)
+        terms_out = {k: torch.where(use_mean, mean_terms[k], v) for k, v in best_terms.items()}
+        if c.warm_start:
+            self._warm = {"mean": actions}
+        stats = {"energy_per_iter": torch.stack(trace, 1), "terms": terms_out, "mean_chosen": use_mean}
+        return PlanResult(actions, energy, stats)

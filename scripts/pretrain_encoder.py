@@ -1,0 +1,191 @@
+"""Pretrain a V-JEPA-style video encoder on an episode dataset's frames.
+
+    python scripts/pretrain_encoder.py data_dir=data/pointmaze out_dir=runs/encoder steps=2000
+
+Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder), ``out_dir/log.jsonl`` and
+``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from worldmodel.data import EpisodeDataset
+from worldmodel.masks import MaskSpec, sample_masks
+from worldmodel.utils import ProgressBar, atomic_write_bytes, atomic_save, load_checkpoint, resolve_device, seed_everything
+from worldmodel.vit import ViTConfig, save_encoder
+from worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
+
+log = logging.getLogger("pretrain_encoder")
+STATE_KIND = "wmplan-pretrain-state"
+COLLAPSE_STD, COLLAPSE_RANK = 0.05, 2.0
+
+
+class ClipSampler:
+    """All training frames in memory (uint8) and random clips of consecutive frames.
+
+    Args:
+        episodes: list of uint8 ``[T_i+1, H, W, 3]`` frame arrays.
+        num_frames: clip length; tubelet: frames per tubelet (for static clips).
+    """
+
+    def __init__(self, episodes: list[np.ndarray], num_frames: int, tubelet: int):
+        self.frames = torch.from_numpy(np.concatenate(episodes))  # [F, H, W, 3]
+        starts, off = [], 0
+        for ep in episodes:
+            n = ep.shape[0] - num_frames + 1  # valid clip starts stay inside the episode
+            starts.append(torch.arange(off, off + max(n, 0)))
+            off += ep.shape[0]
+        self.starts = torch.cat(starts)
+        if self.starts.numel() == 0:
+            raise ValueError(f"no episode has >= {num_frames} frames")
+        self.offsets = torch.arange(num_frames)  # [T] consecutive frames
+        # Static clip: each tubelet holds one frame repeated, i.e. what encode() feeds the encoder.
+        self.static_offsets = torch.arange(num_frames // tubelet).repeat_interleave(tubelet)
+
+    def sample(self, batch: int, static_prob: float, gen: torch.Generator) -> Tensor:
+        """uint8 ``[B, T, H, W, 3]``."""
+        s = self.starts[torch.randint(0, self.starts.numel(), (batch,), generator=gen)]
+        static = torch.rand(batch, generator=gen) < static_prob
+        offs = torch.where(static.unsqueeze(1), self.static_offsets, self.offsets)  # [B, T]
+        return self.frames[s.unsqueeze(1) + offs]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms and the mask token (1-D params)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@torch.no_grad()
+def diagnostics(model: VJEPA, clip: Tensor) -> dict[str, float]:
+    """Collapse diagnostics on the target encoder's per-frame features of the batch's first frames."""
+    z = model.target_encoder.encode(clip[:, :1])[:, 0]  # [B, N, D]
+    tok = torch.nn.functional.layer_norm(z, z.shape[-1:]).flatten(0, 1)  # [B*N, D]
+    return {
+        "latent_std": latent_std(tok),
+        "eff_rank": effective_rank(tok),
+        "pooled_std": latent_std(z.mean(1)),  # k=1 pooled latent across the batch
+    }
+
+
+def write_log(path: Path, entries: list[dict]) -> None:
+    text = "".join(json.dumps(e) + "\n" for e in entries).encode()
+    atomic_write_bytes(path, lambda f: f.write(text))
+
+
+def train(cfg: DictConfig) -> dict:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)  # 1 is much faster on a CPU shared with other jobs
+    seed_everything(cfg.seed)
+    vit_cfg = ViTConfig.from_dict(OmegaConf.to_container(cfg.encoder, resolve=True))
+    if cfg.num_frames % vit_cfg.tubelet:
+        raise ValueError(f"num_frames={cfg.num_frames} must be a multiple of encoder.tubelet={vit_cfg.tubelet}")
+
+    ds = EpisodeDataset(cfg.data_dir)
+    train_ids, _ = ds.split(cfg.val_fraction, cfg.split_seed)
+    frames = [ds.load_episode(i).frames for i in ProgressBar(train_ids, desc="loading episodes")]
+    if frames[0].shape[1:3] != (vit_cfg.img_size, vit_cfg.img_size):
+        raise ValueError(f"dataset frames are {frames[0].shape[1:3]}, encoder.img_size={vit_cfg.img_size}")
+    sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet)
+    log.info("data: %d train episodes, %d frames, %d clip starts", len(train_ids), len(sampler.frames), len(sampler.starts))
+
+    p = cfg.jepa_predictor
+    model = VJEPA(vit_cfg, p.dim, p.depth, p.num_heads).to(device)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    specs = [MaskSpec(m.num_blocks, tuple(m.scale), tuple(m.aspect_ratio)) for m in cfg.masks]
+    gen = torch.Generator().manual_seed(cfg.seed)  # clips + masks, on CPU: device-independent
+    entries: list[dict] = []
+    step = 0
+
+    state_path = out / "train_state.pt"
+    if state_path.exists():
+        st = load_checkpoint(state_path, kind=STATE_KIND)
+        if st["encoder_config"] != vit_cfg.to_dict():
+            raise ValueError(f"{state_path} was trained with encoder {st['encoder_config']}, "
+                             f"config asks for {vit_cfg.to_dict()}; use a fresh out_dir")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        step, entries = int(st["step"]), list(st["log"])
+        print(f"resuming from step {step}", flush=True)
+        log.info("resuming from step %d (%s)", step, state_path)
+
+    def save_state() -> None:
+        atomic_save({
+            "kind": STATE_KIND, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "encoder_config": vit_cfg.to_dict(), "log": entries,
+        }, state_path)
+
+    grid = (cfg.num_frames // vit_cfg.tubelet, *model.encoder.grid)
+    bar = ProgressBar(None, total=cfg.steps, desc="pretrain", initial=step)
+    loss_sum, loss_n, t0 = 0.0, 0, time.time()
+    model.train()
+    while step < cfg.steps:
+        lr = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        clip = sampler.sample(cfg.batch_size, cfg.static_prob, gen)
+        x = model.encoder.frames_to_input(clip)
+        masks = [sample_masks(cfg.batch_size, *grid, spec, gen) for spec in specs]
+        loss = model.loss(x, [m[0] for m in masks], [m[1] for m in masks])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        momentum = ema_momentum(step, cfg.steps, *cfg.ema)
+        ema_update(model.target_encoder, model.encoder, momentum)
+        step += 1
+        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+        bar.update(1, loss=loss.item())
+
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            e = {"step": step, "loss": loss_sum / loss_n, "lr": lr, "momentum": momentum,
+                 **diagnostics(model, clip), "sec_per_step": (time.time() - t0) / loss_n}
+            entries.append(e)
+            loss_sum, loss_n, t0 = 0.0, 0, time.time()
+            log.info("step %d loss %.4f lr %.2e momentum %.5f latent_std %.3f eff_rank %.1f pooled_std %.3f",
+                     step, e["loss"], lr, momentum, e["latent_std"], e["eff_rank"], e["pooled_std"])
+            if e["latent_std"] < COLLAPSE_STD or e["eff_rank"] < COLLAPSE_RANK:
+                log.warning("WARNING: representation collapse at step %d (latent_std %.4f < %.2f or eff_rank %.2f < %.1f)",
+                            step, e["latent_std"], COLLAPSE_STD, e["eff_rank"], COLLAPSE_RANK)
+            write_log(out / "log.jsonl", entries)
+        if step % cfg.ckpt_every == 0:
+            save_state()
+    bar.close()
+
+    save_state()  # so a rerun with a larger `steps` continues from here
+    write_log(out / "log.jsonl", entries)
+    final_loss = entries[-1]["loss"] if entries else float("nan")
+    meta = {"seed": int(cfg.seed), "steps": int(step), "data_dir": str(Path(cfg.data_dir).resolve()),
+            "final_loss": float(final_loss), "num_frames": int(cfg.num_frames),
+            "env_id": str(ds.meta.get("env_id", ""))}
+    save_encoder(model.target_encoder, out / "encoder.pt", meta)
+    log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
+    return meta
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="pretrain_encoder")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

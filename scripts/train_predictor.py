@@ -1,0 +1,202 @@
+"""Train an action-conditioned latent predictor on a frozen encoder; writes a WorldModel.
+
+    python scripts/train_predictor.py data_dir=DATA encoder_path=ENC.pt out_dir=runs/predictor
+
+Outputs in ``out_dir``: ``latent_cache.pt`` (reused across runs), ``train_state.pt``
+(resume point, rewritten every ``ckpt_every`` steps; rerunning resumes), ``log.jsonl``,
+``metrics.json`` and the final ``world_model.pt``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from worldmodel.ac_training import WindowSampler, compute_stats, open_loop_errors, training_losses
+from worldmodel.data import EpisodeDataset
+from worldmodel.latent_cache import build_latent_cache
+from worldmodel.predictor import ACPredictor, ACPredictorConfig
+from worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint, resolve_device, seed_everything
+from worldmodel.vit import load_encoder
+from worldmodel.world_model import WorldModel
+
+STATE_KIND = "wmplan-predictor-train-state"
+# Changing these invalidates a resume point (different data or objective shape).
+RESUME_KEYS = ("data_dir", "encoder_path", "pool_k", "frameskip", "use_proprio", "seed")
+
+
+def lr_at(step: int, cfg: DictConfig) -> float:
+    """Linear warm-up then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    frac = min(max(frac, 0.0), 1.0)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """On resume drop log lines written after the resumed checkpoint (they are redone)."""
+    if not path.is_file():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def eval_metrics(model: ACPredictor, val: WindowSampler, horizon: int, windows, prefix: str = "val") -> dict:
+    r = open_loop_errors(model, windows)
+    return {f"{prefix}_open_loop_l1_{horizon}step": r["pred_l1"], f"{prefix}_copy_last_l1_{horizon}step": r["copy_l1"],
+            f"{prefix}_ratio_{horizon}step": r["ratio"], f"{prefix}_open_loop_l1_per_step": r["pred_l1_per_step"],
+            f"{prefix}_copy_last_l1_per_step": r["copy_l1_per_step"]}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Run (or resume) training; returns the final metrics dict."""
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+
+    # ---- data -> latent cache -------------------------------------------------------------
+    ds = EpisodeDataset(cfg.data_dir)
+    train_ids, val_ids = ds.split(cfg.val_fraction, cfg.seed)
+    if not val_ids:
+        print("warning: no held-out episodes (val_fraction too small); validating on train episodes")
+        val_ids = train_ids
+    encoder = load_encoder(cfg.encoder_path, device)
+    img = ds.meta.get("image_size")
+    if img is not None and int(img) != encoder.cfg.img_size:
+        raise ValueError(f"dataset {cfg.data_dir} has image_size={img} but encoder {cfg.encoder_path} "
+                         f"expects img_size={encoder.cfg.img_size}")
+    cache_dtype = {"float16": torch.float16, "float32": torch.float32}[cfg.cache_dtype]
+    cache = build_latent_cache(ds, encoder, cfg.encoder_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype)
+    tpos = [cache.index_of(i) for i in train_ids]
+    vpos = [cache.index_of(i) for i in val_ids]
+    fs = int(cfg.frameskip)
+    env_adim = int(cache.actions.shape[-1])
+    pdim = int(cache.proprio.shape[-1]) if cache.proprio.dim() == 2 else 0
+    use_proprio = bool(cfg.use_proprio) and pdim > 0
+    stats = compute_stats(cache, tpos, fs, use_proprio)
+
+    # ---- model ----------------------------------------------------------------------------
+    N, D = cache.latents.shape[1:]
+    pcfg = ACPredictorConfig(latent_dim=int(D), tokens_per_frame=int(N), grid=cache.grid, action_dim=fs * env_adim,
+                             proprio_dim=pdim if use_proprio else None,
+                             **OmegaConf.to_container(cfg.predictor, resolve=True))
+    model = ACPredictor(pcfg).to(device)
+    opt = make_optimizer(model, cfg)
+    train_s = WindowSampler(cache, tpos, fs, cfg.context + cfg.rollout_steps, stats, use_proprio, device)
+    val_s = WindowSampler(cache, vpos, fs, cfg.eval_steps + 1, stats, use_proprio, device)
+    val_windows = val_s.fixed(cfg.val_windows, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    print(f"predictor: {model.num_params() / 1e6:.3f}M params, N={N} D={D} A={pcfg.action_dim} "
+          f"P={pcfg.proprio_dim}; {len(train_ids)} train / {len(val_ids)} val episodes, "
+          f"{len(train_s)} train windows; device={device}")
+
+    # ---- resume ---------------------------------------------------------------------------
+    state_path, log_path = out / "train_state.pt", out / "log.jsonl"
+    run_keys = {k: (str(cfg[k]) if k in ("data_dir", "encoder_path") else cfg[k]) for k in RESUME_KEYS}
+    start, elapsed_before = 0, 0.0
+    if state_path.is_file():
+        st = load_checkpoint(state_path, kind=STATE_KIND)
+        if st.get("predictor_config") != pcfg.to_dict() or st.get("run_keys") != run_keys:
+            raise CheckpointError(f"{state_path}: saved run does not match this config "
+                                  f"(predictor/data settings differ); use a fresh out_dir")
+        model.load_state_dict(st["predictor"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        start, elapsed_before = int(st["step"]), float(st.get("elapsed", 0.0))
+        truncate_log(log_path, start)
+        print(f"resuming from step {start}")
+    elif log_path.is_file():
+        log_path.unlink()  # stale log of a run without a resume point
+
+    def save_state(step: int, elapsed: float) -> None:
+        atomic_save({"kind": STATE_KIND, "step": step, "predictor": model.state_dict(), "optimizer": opt.state_dict(),
+                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "predictor_config": pcfg.to_dict(), "run_keys": run_keys, "elapsed": elapsed}, state_path)
+
+    # ---- loop -----------------------------------------------------------------------------
+    model.train()
+    t0 = time.time()
+    bar = ProgressBar(None, total=cfg.steps, desc="train", initial=start)
+    losses: dict[str, float] = {}
+    for step in range(start, cfg.steps):
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        w = train_s.sample(cfg.batch_size, gen)
+        parts = training_losses(model, w, cfg.context, cfg.rollout_steps, cfg.loss, cfg.rollout_weight, cfg.proprio_weight)
+        opt.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            losses = {k: float(v) for k, v in parts.items()}  # host sync only when logging
+            append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
+            bar.update(0, loss=losses["loss"])
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+            m = eval_metrics(model, val_s, cfg.eval_steps, val_windows)
+            append_jsonl(log_path, {"step": done, **{k: v for k, v in m.items() if not isinstance(v, list)}})
+            print(f"\nstep {done}: val {cfg.eval_steps}-step open-loop L1 {m[f'val_open_loop_l1_{cfg.eval_steps}step']:.4f} "
+                  f"vs copy-last {m[f'val_copy_last_l1_{cfg.eval_steps}step']:.4f}")
+        if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
+            save_state(done, elapsed_before + time.time() - t0)
+        bar.update(1)
+    bar.close()
+    run_s = time.time() - t0
+    ran = cfg.steps - start
+
+    # ---- final eval + export --------------------------------------------------------------
+    m = eval_metrics(model, val_s, cfg.eval_steps, val_windows)
+    h = cfg.eval_steps
+    print(f"val {h}-step open-loop L1: predictor {m[f'val_open_loop_l1_{h}step']:.4f}, copy-last "
+          f"{m[f'val_copy_last_l1_{h}step']:.4f}, ratio {m[f'val_ratio_{h}step']:.3f}")
+    metrics = {**m, "steps": int(cfg.steps), "predictor_params": model.num_params(),
+               "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+               "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
+               "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses}
+    meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
+            "encoder_path": str(Path(cfg.encoder_path).resolve()), "encoder_sha256": cache.encoder_sha256,
+            "env_id": ds.meta.get("env_id"), "env_kwargs": ds.meta.get("env_kwargs"),
+            "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "metrics": {k: v for k, v in m.items() if not isinstance(v, list)}}
+    wm = WorldModel(encoder, model.eval(), cfg.pool_k, fs, ds.meta["action_low"], ds.meta["action_high"],
+                    stats.as_dict(), meta)
+    wm.save(out / "world_model.pt")
+    save_state(int(cfg.steps), elapsed_before + run_s)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"wrote {out / 'world_model.pt'} and {out / 'metrics.json'}")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train_predictor")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

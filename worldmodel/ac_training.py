@@ -1,0 +1,187 @@
+"""Training helpers for the action-conditioned predictor: windows, statistics, losses, eval.
+
+A *predictor step* is ``frameskip`` env steps: latents/proprio are taken every
+``frameskip``-th frame and the predictor action of a step is the ``frameskip`` env actions
+in between, concatenated (``A = frameskip * A_env``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from worldmodel.latent_cache import LatentCache
+from worldmodel.predictor import ACPredictor
+
+# Floor for per-dimension std: a (near-)constant action/proprio dim in the data must not
+# turn a planner's slightly different value into a huge normalised input.
+STD_FLOOR = 1e-2
+
+
+@dataclass
+class Window:
+    """A batch of normalised training windows of W predictor steps.
+
+    latents ``[B, W, N, D]`` fp32, actions ``[B, W-1, A]`` (normalised), proprio ``[B, W, P]`` | None.
+    """
+
+    latents: Tensor
+    actions: Tensor
+    proprio: Tensor | None
+
+
+@dataclass
+class Stats:
+    """Normalisation statistics: action ``[A]`` (env stats tiled frameskip times), proprio ``[P]``."""
+
+    action_mean: Tensor
+    action_std: Tensor
+    proprio_mean: Tensor | None
+    proprio_std: Tensor | None
+
+    def as_dict(self) -> dict[str, Tensor | None]:
+        return {"action_mean": self.action_mean, "action_std": self.action_std,
+                "proprio_mean": self.proprio_mean, "proprio_std": self.proprio_std}
+
+
+def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_proprio: bool) -> Stats:
+    """Per-dimension mean/std over the given cached episodes (by cache position)."""
+    ao, fo = cache.action_offsets, cache.frame_offsets
+    acts = torch.cat([cache.actions[ao[e]:ao[e + 1]] for e in positions]).double()
+    am, asd = acts.mean(0), acts.std(0, unbiased=False).clamp_min(STD_FLOOR)
+    pm = psd = None
+    if use_proprio:
+        prop = torch.cat([cache.proprio[fo[e]:fo[e + 1]] for e in positions]).double()
+        pm, psd = prop.mean(0).float(), prop.std(0, unbiased=False).clamp_min(STD_FLOOR).float()
+    return Stats(am.float().repeat(frameskip), asd.float().repeat(frameskip), pm, psd)
+
+
+class WindowSampler:
+    """Draws windows of ``window`` predictor steps from cached episodes.
+
+    Args:
+        cache: the latent cache.
+        positions: cache positions (not ids) of the episodes to draw from.
+        frameskip: env steps per predictor step.
+        window: number of predictor-step frames per window (W).
+        stats: normalisation statistics.
+        use_proprio: include proprio.
+        device: where batches are produced (the cache tensors are moved there once).
+    """
+
+    def __init__(self, cache: LatentCache, positions: list[int], frameskip: int, window: int,
+                 stats: Stats, use_proprio: bool, device: torch.device):
+        self.fs, self.window, self.device = frameskip, window, device
+        span = (window - 1) * frameskip  # env steps covered by one window
+        fstart, astart = [], []
+        for e in positions:
+            T = cache.episode_length(e)
+            n = T - span + 1
+            if n > 0:
+                fstart.append(cache.frame_offsets[e] + torch.arange(n))
+                astart.append(cache.action_offsets[e] + torch.arange(n))
+        if not fstart:
+            raise ValueError(f"no episode is long enough for a window of {window} predictor steps "
+                             f"x frameskip {frameskip} = {span} env steps")
+        self.fstart = torch.cat(fstart).to(device)
+        self.astart = torch.cat(astart).to(device)
+        self.latents = cache.latents.to(device)
+        self.actions = cache.actions.to(device)
+        self.proprio = cache.proprio.to(device) if use_proprio else None
+        self.stats = Stats(*(None if t is None else t.to(device) for t in stats.as_dict().values()))
+        self.f_off = torch.arange(window, device=device) * frameskip
+        self.a_off = torch.arange(span, device=device)
+
+    def __len__(self) -> int:
+        """Number of distinct windows."""
+        return int(self.fstart.numel())
+
+    def gather(self, idx: Tensor) -> Window:
+        """Windows for window indices ``idx [B]``."""
+        fidx = self.fstart[idx, None] + self.f_off  # [B, W]
+        aidx = self.astart[idx, None] + self.a_off  # [B, (W-1)*fs]
+        lat = self.latents[fidx].float()
+        B = idx.shape[0]
+        act = self.actions[aidx].reshape(B, self.window - 1, -1)
+        act = (act - self.stats.action_mean) / self.stats.action_std
+        prop = None
+        if self.proprio is not None:
+            prop = (self.proprio[fidx] - self.stats.proprio_mean) / self.stats.proprio_std
+        return Window(lat, act, prop)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Window:
+        """Uniform random windows (with replacement); ``generator`` lives on CPU."""
+        idx = torch.randint(len(self), (batch_size,), generator=generator).to(self.device)
+        return self.gather(idx)
+
+    def fixed(self, n: int, seed: int = 0) -> Window:
+        """A deterministic set of at most ``n`` distinct windows (for validation)."""
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(len(self), generator=g)[:n].to(self.device)
+        return self.gather(idx)
+
+
+def distance(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Mean element-wise L1 (``"l1"``) or squared error (``"l2"``); broadcasts."""
+    if kind == "l1":
+        return (pred - target).abs().mean()
+    if kind == "l2":
+        return (pred - target).pow(2).mean()
+    raise ValueError(f"loss must be 'l1' or 'l2', got {kind!r}")
+
+
+def training_losses(model: ACPredictor, w: Window, context: int, rollout_steps: int, kind: str = "l1",
+                    rollout_weight: float = 1.0, proprio_weight: float = 1.0) -> dict[str, Tensor]:
+    """Teacher-forcing loss over all W-1 transitions + weighted multi-step rollout loss.
+
+    Window layout (W = context + rollout_steps frames): the rollout starts from frames
+    ``0..context-1`` and predicts frames ``context..context+rollout_steps-1`` autoregressively
+    (with gradients through the fed-back predictions). Every ensemble head gets the
+    teacher-forcing loss; the rollout loss is on the head mean (what is fed back).
+    Returns a dict of scalar tensors including ``"loss"`` (the total to minimise).
+    """
+    lat, act, prop = w.latents, w.actions, w.proprio
+    pk, pp = model(lat[:, :-1], None if prop is None else prop[:, :-1], act)
+    out = {"tf": distance(pk, lat[:, 1:, None], kind)}  # [B,T,K,N,D] vs [B,T,1,N,D]
+    total = out["tf"]
+    if pp is not None:
+        out["tf_proprio"] = distance(pp, prop[:, 1:], kind)
+        total = total + proprio_weight * out["tf_proprio"]
+    if rollout_steps > 0 and rollout_weight > 0:
+        c, R = context, rollout_steps
+        ro = model.rollout(lat[:, :c], None if prop is None else prop[:, :c], act[:, c - 1:c - 1 + R],
+                           ctx_actions=act[:, :c - 1] if c > 1 else None)
+        out["rollout"] = distance(ro.latents, lat[:, c:c + R], kind)
+        total = total + rollout_weight * out["rollout"]
+        if ro.proprio is not None:
+            out["rollout_proprio"] = distance(ro.proprio, prop[:, c:c + R], kind)
+            total = total + rollout_weight * proprio_weight * out["rollout_proprio"]
+    out["loss"] = total
+    return out
+
+
+@torch.no_grad()
+def open_loop_errors(model: ACPredictor, w: Window, batch_size: int = 256) -> dict[str, float | list[float]]:
+    """Open-loop error of a rollout from ONE context frame over the rest of each window.
+
+    Returns mean L1 per element over all ``W-1`` predicted steps for the predictor
+    (``pred_l1``), the copy-the-last-latent baseline (``copy_l1``), their ratio, and the
+    per-step predictor/copy errors.
+    """
+    was_training = model.training
+    model.eval()
+    pred_err, copy_err = [], []
+    n = w.latents.shape[0]
+    for i in range(0, n, batch_size):
+        lat = w.latents[i:i + batch_size]
+        prop = None if w.proprio is None else w.proprio[i:i + batch_size, :1]
+        ro = model.rollout(lat[:, :1], prop, w.actions[i:i + batch_size])
+        tgt = lat[:, 1:]
+        pred_err.append((ro.latents.float() - tgt).abs().mean(dim=(2, 3)))  # [b, H]
+        copy_err.append((lat[:, :1] - tgt).abs().mean(dim=(2, 3)))
+    model.train(was_training)
+    pe, ce = torch.cat(pred_err).mean(0), torch.cat(copy_err).mean(0)  # [H]
+    p, c = float(pe.mean()), float(ce.mean())
+    return {"pred_l1": p, "copy_l1": c, "ratio": p / max(c, 1e-12),
+            "pred_l1_per_step": pe.tolist(), "copy_l1_per_step": ce.tolist()}

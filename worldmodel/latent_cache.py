@@ -1,0 +1,150 @@
+"""Encode an episode dataset once with the frozen encoder (+ pooling) and cache the latents.
+
+File ``<out_dir>/latent_cache.pt`` (atomic, loads with ``weights_only=True``)::
+
+    kind "wmplan-latent-cache", encoder_sha256, pool_k, num_episodes, episode_ids [E]
+    latents        [F, N, D] float16|float32   all frames of all episodes, concatenated
+    frame_offsets  [E+1] long                  episode e's frames: latents[fo[e]:fo[e+1]]
+    actions        [F-E, A_env] float32        episode e's actions: actions[ao[e]:ao[e+1]]
+    action_offsets [E+1] long
+    proprio        [F, P] float32
+    grid           [2] (pooled token grid)
+
+It is reused when the encoder file hash, ``pool_k`` and the episode count (and ids)
+match; otherwise it is recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.data import DatasetError, EpisodeDataset
+from worldmodel.pooling import pool_latents, pooled_grid
+from worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint
+
+CACHE_KIND = "wmplan-latent-cache"
+CACHE_NAME = "latent_cache.pt"
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class LatentCache:
+    """In-memory latent cache (see module docstring for shapes)."""
+
+    latents: Tensor
+    frame_offsets: Tensor
+    actions: Tensor
+    action_offsets: Tensor
+    proprio: Tensor
+    episode_ids: list[int]
+    grid: tuple[int, int]
+    pool_k: int | None
+    encoder_sha256: str
+
+    def index_of(self, episode_id: int) -> int:
+        return self.episode_ids.index(episode_id)
+
+    def episode_length(self, e: int) -> int:
+        """Number of actions T of the e-th cached episode (by position, not id)."""
+        return int(self.action_offsets[e + 1] - self.action_offsets[e])
+
+    def to_dict(self) -> dict:
+        return {"kind": CACHE_KIND, "encoder_sha256": self.encoder_sha256, "pool_k": self.pool_k,
+                "num_episodes": len(self.episode_ids), "episode_ids": list(self.episode_ids),
+                "latents": self.latents, "frame_offsets": self.frame_offsets, "actions": self.actions,
+                "action_offsets": self.action_offsets, "proprio": self.proprio, "grid": list(self.grid)}
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str | Path) -> "LatentCache":
+        keys = ("latents", "frame_offsets", "actions", "action_offsets", "proprio", "episode_ids",
+                "grid", "pool_k", "encoder_sha256")
+        for k in keys:
+            if k not in d:
+                raise CheckpointError(f"latent cache {path}: missing field {k!r}")
+        return cls(d["latents"], d["frame_offsets"], d["actions"], d["action_offsets"], d["proprio"],
+                   list(d["episode_ids"]), tuple(d["grid"]), d["pool_k"], d["encoder_sha256"])
+
+
+def _matches(d: dict, sha: str, pool_k: int | None, ds: EpisodeDataset, dtype: torch.dtype) -> bool:
+    return (d.get("encoder_sha256") == sha and d.get("pool_k") == pool_k
+            and d.get("num_episodes") == len(ds) and list(d.get("episode_ids", [])) == list(ds.episode_ids)
+            and isinstance(d.get("latents"), Tensor) and d["latents"].dtype == dtype)
+
+
+@torch.no_grad()
+def build_latent_cache(
+    dataset: EpisodeDataset,
+    encoder: torch.nn.Module,
+    encoder_path: str | Path,
+    pool_k: int | None,
+    out_dir: str | Path,
+    batch_size: int = 128,
+    dtype: torch.dtype = torch.float16,
+    verbose: bool = True,
+) -> LatentCache:
+    """Load ``<out_dir>/latent_cache.pt`` if it matches, else encode every episode and save.
+
+    Args:
+        dataset: the episodes to encode (all of them; splits are applied later).
+        encoder: frozen encoder with ``encode(frames uint8 [B,T,H,W,3]) -> [B,T,N,D]`` and ``.grid``.
+        encoder_path: the encoder file (its sha256 keys the cache).
+        pool_k: pooled grid side, None keeps all tokens.
+        batch_size: frames per encoder call.
+        dtype: storage dtype of the latents (float16 halves memory; train casts to fp32).
+    """
+    path = Path(out_dir) / CACHE_NAME
+    sha = file_sha256(encoder_path)
+    if path.is_file():
+        try:
+            d = load_checkpoint(path, kind=CACHE_KIND)
+        except CheckpointError as e:  # torn / foreign file: rebuild rather than fail
+            if verbose:
+                print(f"latent cache {path} unreadable ({e}); recomputing")
+        else:
+            if _matches(d, sha, pool_k, dataset, dtype):
+                if verbose:
+                    print(f"reusing latent cache {path} ({len(dataset)} episodes)")
+                return LatentCache.from_dict(d, path)
+            if verbose:
+                print(f"latent cache {path} is stale (encoder/pool_k/episodes/dtype changed); recomputing")
+    if len(dataset) == 0:
+        raise DatasetError(f"dataset {dataset.root}: no episodes to encode")
+    device = next(encoder.parameters()).device
+    encoder.eval()
+    lat, acts, prop, fo, ao = [], [], [], [0], [0]
+    bar = ProgressBar(None, total=len(dataset), desc="encoding episodes")
+    for _, ep in dataset.iter_episodes():
+        frames = torch.from_numpy(ep.frames)  # [T+1, H, W, 3]
+        chunks = []
+        for i in range(0, frames.shape[0], batch_size):
+            tok = encoder.encode(frames[None, i:i + batch_size].to(device))  # [1, b, N0, D]
+            chunks.append(pool_latents(tok.float(), encoder.grid, pool_k)[0].to("cpu", dtype))
+        lat.append(torch.cat(chunks))
+        acts.append(torch.from_numpy(np.asarray(ep.actions, dtype=np.float32)))
+        prop.append(torch.from_numpy(np.asarray(ep.proprio, dtype=np.float32)))
+        fo.append(fo[-1] + frames.shape[0])
+        ao.append(ao[-1] + ep.length)
+        bar.update(1)
+    bar.close()
+    cache = LatentCache(
+        latents=torch.cat(lat), frame_offsets=torch.tensor(fo), actions=torch.cat(acts),
+        action_offsets=torch.tensor(ao), proprio=torch.cat(prop), episode_ids=list(dataset.episode_ids),
+        grid=pooled_grid(encoder.grid, pool_k), pool_k=pool_k, encoder_sha256=sha,
+    )
+    atomic_save(cache.to_dict(), path)
+    if verbose:
+        print(f"wrote latent cache {path}: latents {tuple(cache.latents.shape)} {dtype}")
+    return cache
