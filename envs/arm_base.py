@@ -35,10 +35,10 @@ FINGER_MAX = 0.04  # per-finger opening (m); the gap between the fingers is twic
 CUBE_HALF = 0.025
 L_UPPER, L_FORE = 0.33, 0.33
 SHOULDER_Z = 0.15
-WORK_LO = np.array([0.15, -0.4, 0.015])  # workspace box for the commanded point
-WORK_HI = np.array([0.65, 0.4, 0.45])
-HOME_EE = np.array([0.3, 0.0, 0.3])
-FRONT_POS = (1.15, -0.55, 0.75)  # third-person camera position
+WORK_LO = np.array([0.15, -0.4, 0.02])  # z: fingertips stay 5 mm above the table  # workspace box for the commanded point
+WORK_HI = np.array([0.65, 0.4, 0.45])  # (the commanded point; physics may deviate briefly)
+HOME_EE = np.array([0.25, 0.0, 0.2])
+FRONT_POS = (1.2, -0.55, 0.8)  # third-person camera position
 ARM_JOINTS = ("yaw", "shoulder", "elbow", "wrist", "roll")
 
 
@@ -54,7 +54,7 @@ def look_at(pos: np.ndarray, target: np.ndarray) -> str:
 
 def arm_xml() -> str:
     """The arm + table + cube scene (cameras: ``front`` third-person, ``overhead``)."""
-    front = look_at(FRONT_POS, [0.32, 0.0, 0.1])
+    front = look_at(FRONT_POS, [0.36, 0.0, 0.16])
     return f"""
 <mujoco model="arm">
   <compiler angle="radian"/>
@@ -70,7 +70,7 @@ def arm_xml() -> str:
     <material name="table" texture="grid" texrepeat="15 15"/>
   </asset>
   <worldbody>
-    <geom name="table" type="plane" pos="0.3 0 0" size="1.5 1.5 0.05" material="table" class="touch" friction="0.5 0.01 0.001"/>
+    <geom name="table" type="plane" pos="0.3 0 0" size="1.5 1.5 0.05" material="table" class="touch" friction="0.5 0.01 0.001" priority="1"/>
     <geom name="pedestal" type="cylinder" pos="0 0 0.03" size="0.07 0.03" rgba="0.25 0.25 0.28 1"/>
     <body name="turret" pos="0 0 0.06" gravcomp="1">
       <joint name="yaw" axis="0 0 1" range="-2 2"/>
@@ -89,11 +89,11 @@ def arm_xml() -> str:
               <geom name="palm" class="touch" type="box" pos="0 0 -0.012" size="0.02 0.055 0.012" rgba="0.3 0.3 0.33 1"/>
               <site name="ee" pos="0 0 -0.065" size="0.005" rgba="0 0 0 0"/>
               <body name="finger_l" pos="0 0 -0.024" gravcomp="1">
-                <joint name="finger_l" type="slide" axis="0 1 0" range="0 {FINGER_MAX}" damping="2" armature="0.001"/>
+                <joint name="finger_l" type="slide" axis="0 1 0" range="0 {FINGER_MAX}" damping="2" armature="0.01"/>
                 <geom name="finger_l" class="touch" type="box" pos="0 0.008 -0.028" size="0.012 0.008 0.028" friction="1.5 0.03 0.001" rgba="0.15 0.15 0.18 1"/>
               </body>
               <body name="finger_r" pos="0 0 -0.024" gravcomp="1">
-                <joint name="finger_r" type="slide" axis="0 -1 0" range="0 {FINGER_MAX}" damping="2" armature="0.001"/>
+                <joint name="finger_r" type="slide" axis="0 -1 0" range="0 {FINGER_MAX}" damping="2" armature="0.01"/>
                 <geom name="finger_r" class="touch" type="box" pos="0 -0.008 -0.028" size="0.012 0.008 0.028" friction="1.5 0.03 0.001" rgba="0.15 0.15 0.18 1"/>
               </body>
             </body>
@@ -105,7 +105,7 @@ def arm_xml() -> str:
       <freejoint name="cube"/>
       <geom name="cube" class="touch" type="box" size="{CUBE_HALF} {CUBE_HALF} {CUBE_HALF}" mass="0.05" rgba="0.85 0.12 0.1 1"/>
     </body>
-    <camera name="front" pos="{" ".join(map(str, FRONT_POS))}" xyaxes="{front}" fovy="42"/>
+    <camera name="front" pos="{" ".join(map(str, FRONT_POS))}" xyaxes="{front}" fovy="38"/>
     <camera name="overhead" pos="0.38 0 1.3" xyaxes="1 0 0 0 1 0" fovy="45"/>
   </worldbody>
   <contact><exclude body1="finger_l" body2="finger_r"/></contact>
@@ -130,12 +130,16 @@ class ArmTask(GoalTask):
     def __init__(self, image_size: int = 64, camera: str = "front", render_mode: str | None = "rgb_array") -> None:
         super().__init__(image_size=image_size, camera=camera, frame_skip=self.frame_skip_default, render_mode=render_mode)
         m = self.model
-        jid = [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in ARM_JOINTS]
+
+        def joint(name: str) -> int:
+            return mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, name)
+
+        jid = [joint(j) for j in ARM_JOINTS]
         self._arm_q = np.array([m.jnt_qposadr[j] for j in jid])
         self._arm_v = np.array([m.jnt_dofadr[j] for j in jid])
         self._arm_lo, self._arm_hi = m.jnt_range[jid, 0].copy(), m.jnt_range[jid, 1].copy()
-        self._finger_q = np.array([m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, f)] for f in ("finger_l", "finger_r")])
-        self._cube_q = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "cube")]
+        self._finger_q = np.array([m.jnt_qposadr[joint(f)] for f in ("finger_l", "finger_r")])
+        self._cube_q = m.jnt_qposadr[joint("cube")]
         self._ee = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "ee")
         self._scratch = mujoco.MjData(m)
         self._jacp, self._jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
@@ -205,8 +209,13 @@ class ArmTask(GoalTask):
         return np.concatenate([self.ee_pos(), [self.gripper_opening()], self.arm_q()])
 
     def set_config(self, ee: np.ndarray, finger: float, cube: np.ndarray, cube_yaw: float = 0.0) -> None:
-        """Place the arm (IK to ``ee``, at rest, servo targets = pose), fingers and cube."""
+        """Place the arm (IK to ``ee``, at rest, servo targets = pose), fingers and cube.
+
+        Raises ValueError when ``ee`` cannot be reached with the fingers pointing down."""
         q = self.solve_ik(ee, self._home_q, iters=60)
+        reached = self.forward_ee(q)
+        if np.linalg.norm(reached - ee) > 5e-3:
+            raise ValueError(f"end-effector point {np.round(ee, 3).tolist()} is out of the arm's reach")
         d = self.data
         d.qpos[self._arm_q] = q
         d.act[:5] = q
@@ -226,15 +235,33 @@ class ArmTask(GoalTask):
         return out
 
     @staticmethod
-    def check_option(options: dict[str, Any], name: str, n: int) -> np.ndarray | None:
+    def check_option(
+        options: dict[str, Any], name: str, n: int, lo: np.ndarray | None = None, hi: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """The reset option ``name`` as a float array of ``n`` numbers (None when absent),
+        checked to be finite and, when given, inside the box [lo, hi]."""
         v = options.get(name)
-        if v is not None and (np.shape(v) != (n,) or not np.all(np.isfinite(v))):
+        if v is None:
+            return None
+        if np.shape(v) != (n,) or not np.all(np.isfinite(v)):
             raise ValueError(f"reset option {name}={v!r}: must be {n} finite numbers")
-        return None if v is None else np.asarray(v, float)
+        v = np.asarray(v, float)
+        if lo is not None and hi is not None and (np.any(v < lo[:n]) or np.any(v > hi[:n])):
+            box = f"{np.asarray(lo[:n]).tolist()}..{np.asarray(hi[:n]).tolist()}"
+            raise ValueError(f"reset option {name}={v.tolist()}: outside {box}")
+        return v
 
     # ---- expert building blocks ---------------------------------------------------------
-    @staticmethod
-    def move_action(delta: np.ndarray, grip: float, gain: float = 1.0) -> np.ndarray:
-        """Action moving the end effector by ``delta`` (m), saturating at the step limit."""
-        a = np.clip(gain * np.asarray(delta) / MAX_DELTA, -1.0, 1.0)
-        return np.array([*a, grip], np.float32)
+    def commanded_ee(self) -> np.ndarray:
+        """The commanded end-effector point (forward kinematics of the servo targets)."""
+        return self.forward_ee(self.data.act[:5])
+
+    def goto(self, point: np.ndarray, grip: float, speed: float = MAX_DELTA) -> np.ndarray:
+        """Action moving the commanded end-effector point towards ``point`` by at most
+        ``speed`` metres this step (the controller adds deltas to the commanded point, so
+        an expert aims from there rather than from the lagging actual end effector)."""
+        delta = np.asarray(point, float) - self.commanded_ee()
+        n = float(np.linalg.norm(delta))
+        if n > speed:
+            delta *= speed / n
+        return np.array([*np.clip(delta / MAX_DELTA, -1.0, 1.0), grip], np.float32)

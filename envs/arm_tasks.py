@@ -12,11 +12,11 @@ table), "goal": [x, y, z] (reach / pick-place) or [x, y] (push)}``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from envs.arm_base import CUBE_HALF, FINGER_MAX, HOME_EE, ArmTask
+from envs.arm_base import CUBE_HALF, FINGER_MAX, HOME_EE, WORK_HI, WORK_LO, ArmTask
 
 EE_LO, EE_HI = np.array([0.25, -0.25, 0.08]), np.array([0.55, 0.25, 0.32])  # start / reach-goal box
 CUBE_LO, CUBE_HI = np.array([0.3, -0.2]), np.array([0.55, 0.2])  # cube start / push-goal area
@@ -40,16 +40,19 @@ class _ArmGoalTask(ArmTask):
         super().__init__(image_size=image_size, camera=camera, render_mode=render_mode)
 
     def _starts(self, rng: np.random.Generator, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        ee = self.check_option(options, "start", 3)
-        cube = self.check_option(options, "cube", 2)
+        ee = self.check_option(options, "start", 3, WORK_LO, WORK_HI)
+        cube = self.check_option(options, "cube", 2, WORK_LO, WORK_HI)
         if ee is None:
             ee = rng.uniform(EE_LO, EE_HI)
         if cube is None:
             cube = rng.uniform(CUBE_LO, CUBE_HI)
         return ee, np.array([cube[0], cube[1], CUBE_HALF])
 
-    def _sample_goal(self, rng: np.random.Generator, options: dict[str, Any], n: int, sample, ref: np.ndarray) -> np.ndarray:
-        g = self.check_option(options, "goal", n)
+    def _sample_goal(
+        self, rng: np.random.Generator, options: dict[str, Any], n: int, sample: Callable[[], np.ndarray], ref: np.ndarray
+    ) -> np.ndarray:
+        """The ``goal`` option, or a sample at least ``min_goal_dist`` from ``ref``."""
+        g = self.check_option(options, "goal", n, WORK_LO, WORK_HI)
         if g is not None:
             return g
         for _ in range(10_000):
@@ -59,6 +62,7 @@ class _ArmGoalTask(ArmTask):
         return g
 
     def _finish(self, ee: np.ndarray, cube: np.ndarray, goal_state: np.ndarray) -> np.ndarray:
+        """Put the start configuration (gripper open) into the sim; pass the goal state through."""
         self.set_config(ee, FINGER_MAX, cube)
         return goal_state
 
@@ -80,7 +84,7 @@ class ArmReachEnv(_ArmGoalTask):
 
     def expert_action(self) -> np.ndarray:
         """Straight line to the goal with the gripper open."""
-        return self.move_action(self._goal - self.ee_pos(), grip=-1.0)
+        return self.goto(self._goal, grip=-1.0)
 
 
 class ArmPushEnv(_ArmGoalTask):
@@ -88,6 +92,7 @@ class ArmPushEnv(_ArmGoalTask):
 
     push_z = 0.02  # end-effector height while pushing (fingertips 5 mm above the table)
     travel_z = 0.09  # height for moving around the cube
+    push_speed = 0.012  # m per step while in contact
 
     def _reset_task(self, rng: np.random.Generator, options: dict[str, Any]) -> np.ndarray:
         ee, cube = self._starts(rng, options)
@@ -111,23 +116,23 @@ class ArmPushEnv(_ArmGoalTask):
         along, lat = rel @ d, rel @ perp
         behind = c[:2] - d * (CUBE_HALF + 0.04)
         in_line = -0.1 < along < -CUBE_HALF and abs(lat) < 0.015
-        if in_line and e[2] < self.push_z + 0.008:  # in place: push
-            want = c[:2] - d * (CUBE_HALF + 0.02) + d * min(0.025, 0.5 * dist)
-            return self.move_action(np.array([*(want - e[:2]), self.push_z - e[2]]), grip=1.0)
+        if in_line and e[2] < self.push_z + 0.008:  # in place: push, slowly enough not to flick it
+            want = c[:2] - d * (CUBE_HALF + 0.02) + d * min(0.02, dist)
+            return self.goto(np.array([*want, self.push_z]), grip=1.0, speed=self.push_speed)
         if in_line or np.linalg.norm(e[:2] - behind) < 0.015:  # above the pushing spot: descend
-            return self.move_action(np.array([*(behind - e[:2]), self.push_z - e[2]]), grip=1.0)
+            return self.goto(np.array([*behind, self.push_z]), grip=1.0)
         if e[2] < self.travel_z - 0.03 and np.linalg.norm(rel) < 0.09:  # low next to the cube: rise first
             return self._retreat(c, e)
-        return self.move_action(np.array([*(behind - e[:2]), self.travel_z - e[2]]), grip=1.0)
+        return self.goto(np.array([*behind, self.travel_z]), grip=1.0)
 
     def _retreat(self, c: np.ndarray, e: np.ndarray) -> np.ndarray:
         """Rise to travel height, first backing away horizontally while close to the cube
         (rising while touching it would drag it up by friction)."""
         rel = e[:2] - c[:2]
         r = float(np.linalg.norm(rel))
-        back = rel / max(r, 1e-6) * 0.02 if r < 0.07 and e[2] < 0.06 else np.zeros(2)
-        up = self.travel_z - e[2] if r >= 0.055 or e[2] >= 0.06 else 0.005
-        return self.move_action(np.array([*back, up]), grip=1.0)
+        if r < 0.055 and e[2] < 0.06:
+            return self.goto(np.array([*(e[:2] + rel / max(r, 1e-6) * 0.02), e[2]]), grip=1.0)
+        return self.goto(np.array([e[0], e[1], self.travel_z]), grip=1.0)
 
 
 class ArmPickPlaceEnv(_ArmGoalTask):
@@ -143,7 +148,7 @@ class ArmPickPlaceEnv(_ArmGoalTask):
 
         self._goal = self._sample_goal(rng, options, 3, sample, cube[:2])
         if self._goal[2] < CUBE_HALF:
-            raise ValueError(f"reset option goal={self._goal.tolist()}: below the table top")
+            raise ValueError(f"reset option goal={self._goal.tolist()}: cube centre below its resting height {CUBE_HALF}")
         return self._finish(ee, cube, self.config_state(self._goal, CUBE_HALF, self._goal))
 
     def _goal_distance(self) -> float:
@@ -159,17 +164,17 @@ class ArmPickPlaceEnv(_ArmGoalTask):
         """Hover over the cube, descend open, close, then carry it to the goal and hold."""
         c, e = self.cube_pos(), self.ee_pos()
         if self.holding():
-            return self.move_action(self._goal - c, grip=1.0)
+            return self.goto(self._goal + (e - c), grip=1.0)
         gap = self.gripper_opening()
         dxy = np.linalg.norm(c[:2] - e[:2])
         dz = e[2] - c[2]
         closing = gap < 2 * FINGER_MAX - 0.01
         if (dxy < 0.012 and abs(dz) < 0.012) or (closing and dxy < 0.02 and abs(dz) < 0.02 and gap > 2 * CUBE_HALF - 0.012):
-            return self.move_action(c - e, grip=1.0)  # at the cube: close
+            return self.goto(c, grip=1.0)  # at the cube: close
         if dxy < 0.012:  # above it: descend once the fingers are open
             if gap < 2 * CUBE_HALF + 0.015:
-                return self.move_action(np.zeros(3), grip=-1.0)
-            return self.move_action(c - e, grip=-1.0)
+                return self.goto(self.commanded_ee(), grip=-1.0)
+            return self.goto(c, grip=-1.0)
         if dz < self.hover - 0.03 and dxy < 0.06:  # low next to the cube: rise first
-            return self.move_action(np.array([0.0, 0.0, self.hover - dz]), grip=-1.0)
-        return self.move_action(c + np.array([0.0, 0.0, self.hover]) - e, grip=-1.0)
+            return self.goto(np.array([e[0], e[1], c[2] + self.hover]), grip=-1.0)
+        return self.goto(c + np.array([0.0, 0.0, self.hover]), grip=-1.0)

@@ -25,7 +25,7 @@ import mujoco
 import numpy as np
 
 from envs.base import GoalTask
-from envs.push_t_expert import PushTExpert, t_boxes
+from envs.push_t_expert import PushTExpert, t_boxes, wrap_angle
 
 ARENA = 1.0  # interior half-width
 MAX_SPEED = 1.0  # pusher speed at |a| = 1
@@ -34,10 +34,6 @@ BLOCK_H = 0.03  # half-height of the T boxes
 BLOCK_DENSITY = 89.0  # -> T mass ~0.5
 BLOCK_LIMIT = 0.45  # start/goal block centroids are sampled in [-BLOCK_LIMIT, BLOCK_LIMIT]^2
 PUSHER_LIMIT = 0.85
-
-
-def wrap(a: float) -> float:
-    return float((a + np.pi) % (2 * np.pi) - np.pi)
 
 
 class PushTEnv(GoalTask):
@@ -89,7 +85,7 @@ class PushTEnv(GoalTask):
 <mujoco model="push_t">
   <option timestep="0.01" integrator="implicitfast" cone="elliptic"/>
   <default><geom condim="3" friction="0.5 0.005 0.0001"/></default>
-  <visual><global offwidth="512" offheight="512"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
+  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
   <worldbody>
     <geom name="floor" type="plane" size="{w + t} {w + t} 0.1" rgba="0.85 0.85 0.8 1"/>
     {walls}
@@ -118,7 +114,7 @@ class PushTEnv(GoalTask):
     def block_pose(self) -> np.ndarray:
         """(x, y, yaw) of the T centroid, yaw wrapped."""
         q = self.data.qpos
-        return np.array([q[0], q[1], wrap(q[3])])
+        return np.array([q[0], q[1], wrap_angle(q[3])])
 
     def pusher_xy(self) -> np.ndarray:
         return self.data.qpos[4:6].copy()
@@ -159,7 +155,7 @@ class PushTEnv(GoalTask):
             g = np.asarray(goal, float) if goal is not None else sample_pose()
             if start is not None and goal is not None:
                 break
-            if np.linalg.norm(s[:2] - g[:2]) >= self.min_goal_pos or abs(wrap(s[2] - g[2])) >= self.min_goal_angle:
+            if np.linalg.norm(s[:2] - g[:2]) >= self.min_goal_pos or abs(wrap_angle(s[2] - g[2])) >= self.min_goal_angle:
                 break
         if pusher is not None:
             p = np.asarray(pusher, float)
@@ -169,7 +165,7 @@ class PushTEnv(GoalTask):
             p = rng.uniform(-PUSHER_LIMIT, PUSHER_LIMIT, 2)
             while not self._pusher_free(p, s):
                 p = rng.uniform(-PUSHER_LIMIT, PUSHER_LIMIT, 2)
-        g = np.array([g[0], g[1], wrap(g[2])])
+        g = np.array([g[0], g[1], wrap_angle(g[2])])
         self._goal_pose = g
         corners = np.array([[x, y] for x in (-PUSHER_LIMIT, PUSHER_LIMIT) for y in (-PUSHER_LIMIT, PUSHER_LIMIT)])
         park = corners[int(np.argmax(np.linalg.norm(corners - g[:2], axis=1)))]
@@ -190,7 +186,7 @@ class PushTEnv(GoalTask):
         return float(np.linalg.norm(self.data.qpos[:2] - self._goal_pose[:2]))
 
     def angle_error(self) -> float:
-        return abs(wrap(self._goal_pose[2] - self.data.qpos[3]))
+        return abs(wrap_angle(self._goal_pose[2] - self.data.qpos[3]))
 
     def _success(self) -> bool:
         return self._goal_distance() < self.pos_threshold and self.angle_error() < self.angle_threshold

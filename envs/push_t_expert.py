@@ -58,7 +58,8 @@ def _rot(yaw: float) -> np.ndarray:
     return np.array([[c, -s], [s, c]])
 
 
-def _wrap(a: float) -> float:
+def wrap_angle(a: float) -> float:
+    """Wrap an angle to [-pi, pi)."""
     return float((a + np.pi) % (2 * np.pi) - np.pi)
 
 
@@ -119,7 +120,7 @@ class PushTExpert:
 
     def _scores(self, pose: np.ndarray, goal: np.ndarray, pusher: np.ndarray) -> np.ndarray:
         R = _rot(pose[2])
-        err = np.array([goal[0] - pose[0], goal[1] - pose[1], self.w * _wrap(goal[2] - pose[2])])
+        err = np.array([goal[0] - pose[0], goal[1] - pose[1], self.w * wrap_angle(goal[2] - pose[2])])
         u = -(self.normals @ R.T)  # push directions (world)
         r = self.points @ R.T
         omega = (r[:, 0] * u[:, 1] - r[:, 1] * u[:, 0]) / self.c2
@@ -140,7 +141,7 @@ class PushTExpert:
         pre = c + n * (self.pusher_r + 0.015)
         rel = pusher - c
         along, lat = rel @ n, rel @ np.array([-n[1], n[0]])
-        err = np.hypot(*(goal[:2] - pose[:2])) + self.w * abs(_wrap(goal[2] - pose[2]))
+        err = np.hypot(*(goal[:2] - pose[:2])) + self.w * abs(wrap_angle(goal[2] - pose[2]))
         if abs(lat) < 0.03 and -0.02 < along < self.pusher_r + 0.06:  # in front of the contact: push
             speed = float(np.clip(1.5 * err, 0.15, 0.6 * self.max_speed))
             v = c - n * 0.1 - pusher
@@ -161,7 +162,7 @@ class PushTExpert:
         rel = pusher - pose[:2]
         rad = np.linalg.norm(rel) + 1e-9
         radial = rel / rad
-        ang = _wrap(np.arctan2(*(stage - pose[:2])[::-1]) - np.arctan2(rel[1], rel[0]))
+        ang = wrap_angle(np.arctan2(*(stage - pose[:2])[::-1]) - np.arctan2(rel[1], rel[0]))
         tangent = np.sign(ang or 1.0) * np.array([-radial[1], radial[0]])
         v = tangent + 4.0 * (self.clear_r - rad) * radial
         return self.max_speed * v / (np.linalg.norm(v) + 1e-9)

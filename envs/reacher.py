@@ -67,7 +67,7 @@ class ReacherEnv(GoalTask):
     <joint type="hinge" axis="0 0 1" limited="false" armature="0.02" damping="0.05"/>
     <velocity kv="20" ctrlrange="-{MAX_SPEED} {MAX_SPEED}" ctrllimited="true"/>
   </default>
-  <visual><global offwidth="512" offheight="512"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
+  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
   <worldbody>
     <geom name="floor" type="plane" size="{ARENA} {ARENA} 0.1" rgba="0.85 0.85 0.8 1"/>
     <geom name="base" type="cylinder" pos="0 0 0.02" size="0.07 0.02" rgba="0.2 0.2 0.2 1"/>

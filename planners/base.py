@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -220,21 +221,13 @@ class Planner(ABC):
         Outputs are cast back to fp32 so energies, top-k and statistics stay fp32.
         """
         use_amp = self.config.amp and actions.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp) if use_amp else _nullctx():
+        with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext():
             if context.actions is None:
                 r = world_model.rollout(context.latents, context.proprio, actions)
             else:
                 r = world_model.rollout(context.latents, context.proprio, actions, ctx_actions=context.actions)
         f32 = lambda x: None if x is None else x.float()  # noqa: E731
         return Rollout(f32(r.latents), f32(getattr(r, "proprio", None)), f32(getattr(r, "disagreement", None)))
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # ---------------------------------------------------------------------- free helpers

@@ -192,7 +192,7 @@ class GradientPlanner(Planner):
             roll = Rollout(
                 torch.cat([z, pred.latents[:, -1:]], 1),
                 torch.cat([p, pred.proprio[:, -1:]], 1) if use_p else None,
-                None,
+                pred.disagreement,  # ensemble spread of each teacher-forced prediction, [M,H] | None
             )
             extras = {"jepa_pred": pred.latents[:, :-1], "jepa_target": z}
             if use_p:
@@ -212,13 +212,14 @@ class GradientPlanner(Planner):
         """Teacher-forced predictions of z_{t+1} for t = 0..H-1: seq [M,H,N,D] -> Rollout [M,H,...]."""
         if hasattr(wm, "predict_next"):
             out = wm.predict_next(seq, pseq, actions)
-            return Rollout(out.latents.float(), _f32(getattr(out, "proprio", None)), None)
+            return Rollout(out.latents.float(), _f32(getattr(out, "proprio", None)), _f32(getattr(out, "disagreement", None)))
         m, h = seq.shape[:2]
         ctx = PlanContext(seq.reshape(m * h, 1, *seq.shape[2:]), None if pseq is None else pseq.reshape(m * h, 1, -1))
         out = self._rollout(wm, ctx, actions.reshape(m * h, 1, -1))
         lat = out.latents.reshape(m, h, *seq.shape[2:])
         prop = None if out.proprio is None else out.proprio.reshape(m, h, -1)
-        return Rollout(lat, prop, None)
+        dis = None if out.disagreement is None else out.disagreement.reshape(m, h)
+        return Rollout(lat, prop, dis)
 
 
 def _f32(t: Tensor | None) -> Tensor | None:

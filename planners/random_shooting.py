@@ -29,6 +29,8 @@ class RandomShootingConfig(PlannerConfig):
     distribution: str = "uniform"  # "uniform" over the box | "gaussian" around the init/warm mean
     init_std: float = 0.5  # gaussian std as a fraction of the half-range
     include_mean: bool = True  # also evaluate the init/warm-start plan
+    chunk: int = 0  # evaluate at most this many samples per env per rollout call (0 = all at once);
+    #                 bounds memory for large S (and large batches are slower per row on CPU)
 
 
 @register_planner("random_shooting")
@@ -68,12 +70,21 @@ class RandomShootingPlanner(Planner):
         if c.include_mean:
             cand = torch.cat([mean[:, None], cand], 1)
         cand = self._project(cand, low, high)
-        flat = cand.reshape(b * c.samples, h, a_dim)
-        total, terms = self.energy.evaluate(self._rollout(world_model, context, flat), goal.broadcast(c.samples), flat, {})
-        e = total.reshape(b, c.samples)
+        step = c.chunk if 0 < c.chunk < c.samples else c.samples
+        totals, parts = [], {}
+        for j in range(0, c.samples, step):
+            part = cand[:, j : j + step]
+            n_j = part.shape[1]
+            flat = part.reshape(b * n_j, h, a_dim)
+            tot, terms = self.energy.evaluate(self._rollout(world_model, context, flat), goal.broadcast(n_j), flat, {})
+            totals.append(tot.reshape(b, n_j))
+            for k, v in terms.items():
+                parts.setdefault(k, []).append(v.reshape(b, n_j))
+        e = torch.cat(totals, 1)
+        terms = {k: torch.cat(v, 1) for k, v in parts.items()}
         best_e, idx = e.min(1)
         actions = cand[torch.arange(b, device=dev), idx]
         if c.warm_start:
             self._warm = {"mean": actions}
-        best_terms = {k: v.reshape(b, -1).gather(1, idx[:, None]).squeeze(1) for k, v in terms.items()}
+        best_terms = {k: v.gather(1, idx[:, None]).squeeze(1) for k, v in terms.items()}
         return PlanResult(actions, best_e, {"terms": best_terms})

@@ -75,6 +75,7 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
     energy = build_energy(OmegaConf.to_container(cfg.energy))
     planner = build_planner(OmegaConf.to_container(cfg.planner), energy=energy)
+    replan_every = int(cfg.replan_every) if cfg.replan_every is not None else wm.frameskip
     seeds = [int(cfg.seed) + i for i in range(int(cfg.episodes))]
     n_envs = max(1, min(int(cfg.num_envs), len(seeds)))
     env_list = [gym.make(cfg.env.id, disable_env_checker=True, **env_kwargs) for _ in range(n_envs)]
@@ -92,7 +93,7 @@ def main(cfg: DictConfig) -> None:
 
     t0 = time.time()
     results = run_mpc(
-        env_list, wm, planner, seeds, max_steps=int(cfg.max_steps), replan_every=int(cfg.replan_every),
+        env_list, wm, planner, seeds, max_steps=int(cfg.max_steps), replan_every=replan_every,
         context_frames=int(cfg.context_frames), record=bool(cfg.video), progress=progress,
     )
     wall = time.time() - t0

@@ -17,7 +17,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.ac_training import WindowSampler, compute_stats, open_loop_errors, training_losses
+from worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
 from worldmodel.data import EpisodeDataset
 from worldmodel.latent_cache import build_latent_cache
 from worldmodel.predictor import ACPredictor, ACPredictorConfig
@@ -60,7 +60,8 @@ def truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def eval_metrics(model: ACPredictor, val: WindowSampler, horizon: int, windows, prefix: str = "val") -> dict:
+def eval_metrics(model: ACPredictor, windows: Window, horizon: int, prefix: str = "val") -> dict:
+    """Open-loop (1 context frame) errors of the predictor and the copy-last baseline."""
     r = open_loop_errors(model, windows)
     return {f"{prefix}_open_loop_l1_{horizon}step": r["pred_l1"], f"{prefix}_copy_last_l1_{horizon}step": r["copy_l1"],
             f"{prefix}_ratio_{horizon}step": r["ratio"], f"{prefix}_open_loop_l1_per_step": r["pred_l1_per_step"],
@@ -139,7 +140,7 @@ def train(cfg: DictConfig) -> dict:
     # ---- loop -----------------------------------------------------------------------------
     model.train()
     t0 = time.time()
-    bar = ProgressBar(None, total=cfg.steps, desc="train", initial=start)
+    bar = ProgressBar(None, total=cfg.steps - start, desc=f"train (steps {start}->{cfg.steps})")
     losses: dict[str, float] = {}
     for step in range(start, cfg.steps):
         lr = lr_at(step, cfg)
@@ -158,7 +159,7 @@ def train(cfg: DictConfig) -> dict:
             append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
             bar.update(0, loss=losses["loss"])
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
-            m = eval_metrics(model, val_s, cfg.eval_steps, val_windows)
+            m = eval_metrics(model, val_windows, cfg.eval_steps)
             append_jsonl(log_path, {"step": done, **{k: v for k, v in m.items() if not isinstance(v, list)}})
             print(f"\nstep {done}: val {cfg.eval_steps}-step open-loop L1 {m[f'val_open_loop_l1_{cfg.eval_steps}step']:.4f} "
                   f"vs copy-last {m[f'val_copy_last_l1_{cfg.eval_steps}step']:.4f}")
@@ -170,7 +171,7 @@ def train(cfg: DictConfig) -> dict:
     ran = cfg.steps - start
 
     # ---- final eval + export --------------------------------------------------------------
-    m = eval_metrics(model, val_s, cfg.eval_steps, val_windows)
+    m = eval_metrics(model, val_windows, cfg.eval_steps)
     h = cfg.eval_steps
     print(f"val {h}-step open-loop L1: predictor {m[f'val_open_loop_l1_{h}step']:.4f}, copy-last "
           f"{m[f'val_copy_last_l1_{h}step']:.4f}, ratio {m[f'val_ratio_{h}step']:.3f}")

@@ -97,9 +97,22 @@ def test_keep_uses_true_relative_positions() -> None:
     assert not torch.allclose(pair(0, 1), pair(0, 15), atol=1e-4)  # offset (0, 3, 3)
 
 
-def test_encode_is_per_frame_repeated_tubelet() -> None:
+def test_abs_pos_embed_breaks_translation_invariance() -> None:
+    """One kept token sees only itself: RoPE-only output is position-free, sin-cos is not."""
+    x = torch.randn(1, 3, 2, 8, 8).repeat(1, 1, 1, 4, 4)  # every patch identical
+    for abs_pos, same in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        vit = VisionTransformer(ViTConfig(**{**TINY.to_dict(), "abs_pos_embed": abs_pos})).eval()
+        a, b = vit(x, keep=torch.tensor([[0]])), vit(x, keep=torch.tensor([[5]]))
+        assert torch.allclose(a, b, atol=1e-5) == same
+    old = {k: v for k, v in TINY.to_dict().items() if k != "abs_pos_embed"}
+    assert ViTConfig.from_dict(old).abs_pos_embed is False  # older configs still load
+
+
+@pytest.mark.parametrize("abs_pos", [False, True])
+def test_encode_is_per_frame_repeated_tubelet(abs_pos: bool) -> None:
     torch.manual_seed(0)
-    vit = VisionTransformer(TINY).eval()
+    vit = VisionTransformer(ViTConfig(**{**TINY.to_dict(), "abs_pos_embed": abs_pos})).eval()
     frames, _ = moving_disk(2, 3)
     frames = torch.from_numpy(frames)  # [2, 3, 32, 32, 3]
     z = vit.encode(frames)

@@ -141,3 +141,11 @@ def test_progress_callback_and_context_frames():
                   context_frames=3, progress=events.append)
     kinds = [e["event"] for e in events]
     assert kinds.count("episode") == 1 and kinds.count("replan") == len(res[0].plan_times_ms)
+
+
+def test_gradient_planner_in_mpc():
+    """The runner plans under no_grad; the gradient planner re-enables grad internally."""
+    p = build_planner({"name": "gradient", "samples": 2, "iterations": 20, "horizon": 4},
+                      energy={"goal": {"metric": "l2", "steps": "all"}})
+    res = run_mpc([PointEnv()], point_world_model(), p, seeds=[1], max_steps=20, replan_every=2)
+    assert res[0].success

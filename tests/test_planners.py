@@ -1,4 +1,5 @@
 """Planners on analytic problems: linear latent dynamics with known optimal actions."""
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,68 @@ def test_build_from_yaml_configs():
         build_planner({"name": "cem", "sampels": 3})
     with pytest.raises(ValueError, match="unknown planner"):
         build_planner({"name": "nope"})
+
+
+def test_amp_flag_is_ignored_off_cuda():
+    ctx, goal = _problem()
+    a = _planner("cem").plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    b = _planner("cem", amp=True).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    assert torch.equal(a.actions, b.actions)
+
+
+class _Detached(LinearLatentWorldModel):
+    def rollout(self, *args, **kwargs):
+        r = super().rollout(*args, **kwargs)
+        r.latents = r.latents.detach()
+        return r
+
+
+def test_gradient_needs_differentiable_rollout():
+    ctx, goal = _problem(1)
+    wm = _Detached(torch.eye(2), torch.eye(2), -torch.ones(2), torch.ones(2))
+    with pytest.raises(RuntimeError, match="differentiable"):
+        _planner("gradient").plan(wm, ctx, goal)
+
+
+def test_collocation_without_predict_next_uses_one_step_rollouts():
+    """Fallback path: batched one-step rollouts as the teacher-forced predictor (same optimum)."""
+
+    class NoTF(LinearLatentWorldModel):
+        predict_next = property(lambda self: (_ for _ in ()).throw(AttributeError))
+
+    wm = NoTF(torch.eye(2), torch.eye(2), -torch.ones(2), torch.ones(2))
+    assert not hasattr(wm, "predict_next")
+    ctx, goal = _problem()
+    res = _planner("collocation").plan(wm, ctx, goal, generator=_gens([1, 2, 3]))
+    assert res.energy.max().item() < 2e-3
+
+
+@pytest.mark.skipif(not os.environ.get("WMPLAN_SLOW_TESTS"), reason="torch.compile takes ~1 min on CPU")
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_compiled_step_matches_eager(name):
+    ctx, goal = _problem()
+    cfg = {"name": name, "samples": 32, "iterations": 3, "horizon": 3}
+    if name == "cem":
+        cfg["elites"] = 4
+    eager = build_planner(cfg).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    comp = build_planner(dict(cfg, compile=True)).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    torch.testing.assert_close(eager.actions, comp.actions, atol=1e-5, rtol=1e-5)
+
+
+def test_colour_noise():
+    from planners.noise import colour_noise
+
+    white = torch.randn(4000, 16, 3, generator=torch.Generator().manual_seed(0))
+    red = colour_noise(white, 2.0, dim=-2)
+    assert red.shape == white.shape and torch.equal(colour_noise(white, 0.0), white)
+    assert abs(red.var().item() - 1.0) < 0.05  # exact normalisation keeps unit variance
+    lag1 = lambda x: (x[:, 1:] * x[:, :-1]).mean().item() / x.var().item()  # noqa: E731
+    assert abs(lag1(white)) < 0.05 and lag1(red) > 0.5  # smooth along time
+
+
+def test_random_shooting_chunks_match_one_shot():
+    ctx, goal = _problem()
+    a = _planner("random_shooting", samples=64).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    b = _planner("random_shooting", samples=64, chunk=24).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
+    assert torch.equal(a.actions, b.actions)
+    torch.testing.assert_close(a.energy, b.energy)

@@ -99,6 +99,16 @@ class Rollout:
 RolloutOut = Rollout  # alias used in the design notes
 
 
+def head_disagreement(heads: Tensor, mean: Tensor | None = None) -> Tensor:
+    """Population variance across the head axis, averaged over tokens and channels.
+
+    heads ``[M, H, K, N, D]`` (mean ``[M, H, N, D]`` if already computed) -> ``[M, H]``.
+    """
+    if mean is None:
+        mean = heads.mean(dim=2)
+    return (heads - mean.unsqueeze(2)).pow(2).mean(dim=(2, 3, 4))
+
+
 class _Attention(nn.Module):
     """Multi-head self-attention with fused qkv and 3D RoPE on queries and keys."""
 
@@ -338,9 +348,10 @@ class ACPredictor(nn.Module):
     def _collect(self, preds: list[Tensor], props: list[Tensor | None]) -> Rollout:
         """Stack per-step head predictions ``[M, K, N, D]`` into a :class:`Rollout`."""
         allk = torch.stack(preds, dim=1)  # [M, H, K, N, D]
-        dis = allk.var(dim=2, unbiased=False).mean(dim=(-1, -2)) if self.config.ensemble > 1 else None
+        mean = allk.mean(dim=2)
+        dis = head_disagreement(allk, mean) if self.config.ensemble > 1 else None
         prop = torch.stack(props, dim=1) if props[0] is not None else None
-        return Rollout(allk.mean(dim=2), prop, dis)
+        return Rollout(mean, prop, dis)
 
     def _rollout_cached(self, ctx_latents, ctx_proprio, actions, ctx_actions) -> Rollout:
         B, Tc = ctx_latents.shape[:2]

@@ -14,7 +14,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from worldmodel.pooling import pool_latents, pooled_grid
-from worldmodel.predictor import ACPredictor, ACPredictorConfig, Rollout
+from worldmodel.predictor import ACPredictor, ACPredictorConfig, Rollout, head_disagreement
 from worldmodel.utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
 from worldmodel.vit import VisionTransformer, ViTConfig
 
@@ -181,8 +181,9 @@ class WorldModel(nn.Module):
             None if self.proprio_dim is None else self.normalize_proprio(proprio).to(dt),
             self.normalize_actions(actions).to(dt),
         )
-        dis = pk.var(dim=2, unbiased=False).mean(dim=(-1, -2)) if pk.shape[2] > 1 else None
-        return Rollout(pk.mean(dim=2), self.denormalize_proprio(pp), dis)
+        mean = pk.mean(dim=2)
+        dis = head_disagreement(pk, mean) if pk.shape[2] > 1 else None
+        return Rollout(mean, self.denormalize_proprio(pp), dis)
 
     # ---- persistence -----------------------------------------------------------------------
     def state_for_save(self) -> dict[str, Any]:

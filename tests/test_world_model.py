@@ -1,0 +1,210 @@
+"""WorldModel bundle (encode / rollout / save / load), latent cache and the training script."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.data import Episode, EpisodeDataset, write_episode, write_meta
+from worldmodel.latent_cache import CACHE_NAME, build_latent_cache
+from worldmodel.predictor import ACPredictor, ACPredictorConfig
+from worldmodel.utils import CheckpointError, atomic_save
+from worldmodel.vit import ViTConfig, VisionTransformer, save_encoder
+from worldmodel.world_model import WorldModel
+
+REPO = Path(__file__).resolve().parents[1]
+IMG, A_ENV, P, FS = 16, 2, 3, 2
+
+
+def tiny_encoder(seed: int = 0) -> VisionTransformer:
+    torch.manual_seed(seed)
+    cfg = ViTConfig(img_size=IMG, patch_size=4, embed_dim=24, depth=1, num_heads=2, mlp_ratio=2.0)
+    return VisionTransformer(cfg).eval().requires_grad_(False)
+
+
+def tiny_world_model(proprio: bool = True, ensemble: int = 2) -> WorldModel:
+    enc = tiny_encoder()
+    torch.manual_seed(1)
+    pcfg = ACPredictorConfig(latent_dim=24, tokens_per_frame=4, grid=(2, 2), action_dim=FS * A_ENV,
+                             proprio_dim=P if proprio else None, embed_dim=24, depth=2, num_heads=2, ensemble=ensemble)
+    stats = {"action_mean": torch.full((FS * A_ENV,), 0.1), "action_std": torch.full((FS * A_ENV,), 0.5),
+             "proprio_mean": torch.arange(P).float() if proprio else None,
+             "proprio_std": torch.full((P,), 2.0) if proprio else None}
+    return WorldModel(enc, ACPredictor(pcfg), pool_k=2, frameskip=FS, action_low=[-1.0, -2.0], action_high=[1.0, 2.0],
+                      stats=stats, meta={"seed": 3, "data_dir": "/nowhere"})
+
+
+def random_frames(B: int, T: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (B, T, IMG, IMG, 3), dtype=torch.uint8, generator=g)
+
+
+def make_dataset(root: Path, n_eps: int = 6, T: int = 20, seed: int = 0) -> None:
+    """A moving dot driven by 2-D actions; proprio = (x, y, speed)."""
+    rng = np.random.default_rng(seed)
+    write_meta(root, {"env_id": "test-dot", "env_kwargs": {}, "image_size": IMG, "action_dim": A_ENV,
+                      "proprio_dim": P, "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0], "seed": seed})
+    yy, xx = np.mgrid[0:IMG, 0:IMG]
+    for e in range(n_eps):
+        pos = rng.uniform(0.3, 0.7, 2)
+        acts = rng.uniform(-1, 1, (T, A_ENV)).astype(np.float32)
+        frames, prop = [], []
+        for t in range(T + 1):
+            f = np.zeros((IMG, IMG, 3), np.uint8)
+            f[(xx - pos[0] * IMG) ** 2 + (yy - pos[1] * IMG) ** 2 < 6] = 255
+            frames.append(f)
+            prop.append([pos[0], pos[1], 0.0 if t == 0 else float(np.abs(acts[t - 1]).sum())])
+            if t < T:
+                pos = np.clip(pos + 0.05 * acts[t], 0.1, 0.9)
+        prop = np.asarray(prop, np.float32)
+        write_episode(root, e, Episode(np.stack(frames), acts, prop, prop.astype(np.float64),
+                                       np.zeros(T, np.float32), np.zeros(T, bool)))
+
+
+# ---- WorldModel API ------------------------------------------------------------------------
+def test_encode_and_rollout_shapes_and_units():
+    wm = tiny_world_model()
+    assert wm.action_dim == 4 and wm.proprio_dim == P and wm.frameskip == FS
+    torch.testing.assert_close(wm.action_low, torch.tensor([-1.0, -2.0, -1.0, -2.0]))
+    assert wm.device.type == "cpu" and wm.dtype == torch.float32 and wm.num_params() > 0
+    z = wm.encode(random_frames(2, 3))
+    assert z.shape == (2, 3, 4, 24) and not z.requires_grad
+    assert torch.allclose(z.mean(-1), torch.zeros(()), atol=1e-5)  # layer-normed
+    prop = torch.randn(2, 1, P)
+    acts = torch.rand(6, 5, 4) * 2 - 1  # 3 samples per env
+    r = wm.rollout(z[:, -1:], prop, acts)
+    assert r.latents.shape == (6, 5, 4, 24) and r.proprio.shape == (6, 5, P) and r.disagreement.shape == (6, 5)
+    # normalisation happens inside: same as the raw predictor on normalised inputs
+    raw = wm.predictor.rollout(z[:, -1:], (prop - wm.proprio_mean) / 2.0, (acts - 0.1) / 0.5)
+    torch.testing.assert_close(r.latents, raw.latents)
+    torch.testing.assert_close(r.proprio, raw.proprio * 2.0 + wm.proprio_mean)
+    # multi-frame context with the actions between the context frames
+    r2 = wm.rollout(z, torch.randn(2, 3, P), acts, ctx_actions=torch.zeros(2, 2, 4))
+    assert r2.latents.shape == (6, 5, 4, 24)
+    # gradients reach the actions (gradient planners), never the frozen weights
+    a = acts.clone().requires_grad_(True)
+    wm.rollout(z[:, -1:], prop, a).latents.sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0
+    assert all(p.grad is None for p in wm.parameters())
+    # teacher-forced one-step predictions (TeacherForcedModel protocol)
+    tf = wm.predict_next(z, torch.randn(2, 3, P), torch.zeros(2, 3, 4))
+    assert tf.latents.shape == (2, 3, 4, 24) and tf.disagreement.shape == (2, 3)
+    with pytest.raises(ValueError, match="proprio"):
+        wm.rollout(z[:, -1:], None, acts)
+
+
+def test_save_load_round_trip(tmp_path):
+    wm = tiny_world_model()
+    path = tmp_path / "wm.pt"
+    wm.save(path)
+    raw = torch.load(path, weights_only=True)  # only tensors / plain python
+    assert raw["kind"] == "wmplan-world-model" and raw["frameskip"] == FS and raw["pool_k"] == 2
+    wm2 = WorldModel.load(path, device="auto" if not torch.cuda.is_available() else "cpu")
+    assert wm2.meta == {"seed": 3, "data_dir": "/nowhere"} and wm2.image_size == IMG
+    torch.testing.assert_close(wm2.action_high, wm.action_high)
+    frames = random_frames(2, 1, seed=5)
+    z, z2 = wm.encode(frames), wm2.encode(frames)
+    assert torch.equal(z, z2)
+    acts, prop = torch.randn(4, 3, 4), torch.randn(2, 1, P)
+    r, r2 = wm.rollout(z, prop, acts), wm2.rollout(z2, prop, acts)
+    assert torch.equal(r.latents, r2.latents) and torch.equal(r.proprio, r2.proprio)
+    assert torch.equal(r.disagreement, r2.disagreement)
+    # a model without proprio round-trips too
+    wm3 = tiny_world_model(proprio=False, ensemble=1)
+    wm3.save(tmp_path / "np.pt")
+    r3 = WorldModel.load(tmp_path / "np.pt").rollout(z, None, acts)
+    assert r3.proprio is None and r3.disagreement is None
+    assert torch.equal(r3.latents, wm3.rollout(z, None, acts).latents)
+
+
+def test_load_errors_name_file_and_field(tmp_path):
+    wm = tiny_world_model()
+    good = tmp_path / "wm.pt"
+    wm.save(good)
+    enc = tmp_path / "enc.pt"
+    save_encoder(wm.encoder, enc)
+    with pytest.raises(CheckpointError, match=r"enc\.pt.*kind"):
+        WorldModel.load(enc)
+    torn = tmp_path / "torn.pt"
+    torn.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"torn\.pt"):
+        WorldModel.load(torn)
+    ckpt = torch.load(good, weights_only=True)
+    del ckpt["frameskip"]
+    atomic_save(ckpt, tmp_path / "nofs.pt")
+    with pytest.raises(CheckpointError, match=r"nofs\.pt.*frameskip"):
+        WorldModel.load(tmp_path / "nofs.pt")
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["predictor"]["config"]["typo_field"] = 1
+    atomic_save(ckpt, tmp_path / "badcfg.pt")
+    with pytest.raises(CheckpointError, match=r"badcfg\.pt.*predictor.*typo_field"):
+        WorldModel.load(tmp_path / "badcfg.pt")
+    with pytest.raises(CheckpointError, match="not found"):
+        WorldModel.load(tmp_path / "missing.pt")
+
+
+# ---- latent cache ----------------------------------------------------------------------------
+def test_latent_cache_reuse_and_invalidation(tmp_path, capsys):
+    make_dataset(tmp_path / "ds", n_eps=3, T=8)
+    ds = EpisodeDataset(tmp_path / "ds")
+    enc = tiny_encoder()
+    enc_path = tmp_path / "enc.pt"
+    save_encoder(enc, enc_path)
+    c = build_latent_cache(ds, enc, enc_path, 2, tmp_path / "out", batch_size=4, dtype=torch.float32)
+    assert c.latents.shape == (27, 4, 24) and c.frame_offsets.tolist() == [0, 9, 18, 27]
+    assert c.actions.shape == (24, A_ENV) and c.proprio.shape == (27, P)
+    ep = ds.load_episode(1)
+    want = enc.encode(torch.from_numpy(ep.frames)[None])
+    from worldmodel.pooling import pool_latents
+    torch.testing.assert_close(c.latents[9:18], pool_latents(want, enc.grid, 2)[0])
+    mtime = (tmp_path / "out" / CACHE_NAME).stat().st_mtime_ns
+    capsys.readouterr()
+    build_latent_cache(ds, enc, enc_path, 2, tmp_path / "out", dtype=torch.float32)
+    assert "reusing" in capsys.readouterr().out
+    assert (tmp_path / "out" / CACHE_NAME).stat().st_mtime_ns == mtime
+    c1 = build_latent_cache(ds, enc, enc_path, 1, tmp_path / "out", dtype=torch.float32)  # pool_k changed
+    assert "stale" in capsys.readouterr().out and c1.latents.shape == (27, 1, 24)
+    save_encoder(tiny_encoder(seed=9), enc_path)  # different encoder file
+    build_latent_cache(ds, tiny_encoder(seed=9), enc_path, 1, tmp_path / "out", dtype=torch.float32)
+    assert "stale" in capsys.readouterr().out
+
+
+# ---- training script (smoke) -----------------------------------------------------------------
+def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, str(REPO / "scripts" / "train_predictor.py"), f"data_dir={tmp_path / 'ds'}",
+           f"encoder_path={tmp_path / 'enc.pt'}", f"out_dir={tmp_path / 'run'}", "predictor=ac_tiny",
+           "batch_size=4", "context=2", "rollout_steps=2", "val_fraction=0.34", "val_windows=8",
+           "log_every=1", "eval_every=2", "num_threads=1", "warmup_steps=1", *overrides]
+    p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def test_train_script_smoke_and_resume(tmp_path):
+    make_dataset(tmp_path / "ds", n_eps=6, T=20)
+    save_encoder(tiny_encoder(), tmp_path / "enc.pt")
+    run_train(tmp_path, "steps=4", "ckpt_every=2")
+    out = tmp_path / "run"
+    wm = WorldModel.load(out / "world_model.pt")
+    assert wm.frameskip == 2 and wm.action_dim == 4 and wm.proprio_dim == P and wm.pool_k == 2
+    assert wm.meta["seed"] == 0 and "metrics" in wm.meta
+    metrics = json.loads((out / "metrics.json").read_text())
+    for k in ("val_open_loop_l1_5step", "val_copy_last_l1_5step", "val_ratio_5step"):
+        assert np.isfinite(metrics[k]), k
+    assert metrics["val_copy_last_l1_5step"] > 0
+    steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 4
+    assert (out / "latent_cache.pt").is_file() and not (tmp_path / "outputs").exists()
+    # rerun with more steps: resumes, reuses the latent cache, continues the log
+    p = run_train(tmp_path, "steps=6", "ckpt_every=2")
+    assert "resuming from step 4" in p.stdout and "reusing latent cache" in p.stdout
+    steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
+    assert max(steps) == 6 and steps.count(5) == 1
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 6
