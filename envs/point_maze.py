@@ -13,7 +13,7 @@ import numpy as np
 
 from envs.base import GoalTask
 
-WALL_HALF = 0.6  # half-length of the central wall
+WALL_HALF = 0.4  # half-length of the central wall (gaps of 0.6 on either side)
 WALL_THICK = 0.05  # half-thickness
 AGENT_R = 0.09
 LIMIT = 0.85  # start/goal positions are sampled in [-LIMIT, LIMIT]^2

@@ -3,7 +3,9 @@
     python scripts/pretrain_encoder.py data_dir=data/pointmaze out_dir=runs/encoder steps=2000
 
 Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder), ``out_dir/log.jsonl`` and
-``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter.
+``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter
+(models, optimizer, RNG states, log). The lr / EMA schedules are functions of (step, steps),
+so resuming with a larger ``steps`` continues on the stretched schedule.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from torch import Tensor
 
 from worldmodel.data import EpisodeDataset
 from worldmodel.masks import MaskSpec, sample_masks
-from worldmodel.utils import ProgressBar, atomic_write_bytes, atomic_save, load_checkpoint, resolve_device, seed_everything
+from worldmodel.utils import (CheckpointError, ProgressBar, atomic_save, atomic_write_bytes, load_checkpoint,
+                              resolve_device, seed_everything)
 from worldmodel.vit import ViTConfig, save_encoder
 from worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
@@ -102,6 +105,7 @@ def train(cfg: DictConfig) -> dict:
     if frames[0].shape[1:3] != (vit_cfg.img_size, vit_cfg.img_size):
         raise ValueError(f"dataset frames are {frames[0].shape[1:3]}, encoder.img_size={vit_cfg.img_size}")
     sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet)
+    del frames  # the sampler holds one concatenated copy
     log.info("data: %d train episodes, %d frames, %d clip starts", len(train_ids), len(sampler.frames), len(sampler.starts))
 
     p = cfg.jepa_predictor
@@ -115,6 +119,9 @@ def train(cfg: DictConfig) -> dict:
     state_path = out / "train_state.pt"
     if state_path.exists():
         st = load_checkpoint(state_path, kind=STATE_KIND)
+        missing = [k for k in ("step", "model", "optimizer", "generator", "torch_rng", "encoder_config", "log") if k not in st]
+        if missing:
+            raise CheckpointError(f"checkpoint {state_path}: missing field(s) {missing}")
         if st["encoder_config"] != vit_cfg.to_dict():
             raise ValueError(f"{state_path} was trained with encoder {st['encoder_config']}, "
                              f"config asks for {vit_cfg.to_dict()}; use a fresh out_dir")
@@ -123,7 +130,6 @@ def train(cfg: DictConfig) -> dict:
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         step, entries = int(st["step"]), list(st["log"])
-        print(f"resuming from step {step}", flush=True)
         log.info("resuming from step %d (%s)", step, state_path)
 
     def save_state() -> None:

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldmodel.rope import apply_rope, rope_chunk, rope_cos_sin
+from worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
 KV = tuple[Tensor, Tensor]
 
@@ -139,38 +139,119 @@ class _Attention(nn.Module):
         q, k, v = self._qkv(x, cos, sin)
         return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), (k, v)
 
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, own: KV | None) -> tuple[Tensor, KV]:
-        """One new token group attending to cached keys/values plus itself.
+    def step_weights(self, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """qkv weight and bias with one step's RoPE and the softmax scale folded in, per token.
+
+        RoPE is a fixed linear map per token position, so ``R(Wx + b) = (RW)x + Rb``: rotating
+        the ``[3E, E]`` weight once per step replaces rotating every sample's q and k.
+        cos, sin: ``[G, dh]`` full-width tables (:func:`rope_tables`).
+        Returns w ``[G, E, 3E]`` and b ``[G, 1, 3E]`` for ``baddbmm(b, x [G, M, E], w)``.
+        """
+        W, bias = self.qkv.weight, self.qkv.bias
+        E, nh, dh = W.shape[1], self.heads, self.head_dim
+        G = cos.shape[0]
+        wqk = apply_rope_tables(W[:2 * E].view(2, nh, dh, E).transpose(-1, -2), cos[:, None, None, None], sin[:, None, None, None])
+        bqk = apply_rope_tables(bias[:2 * E].view(2, nh, dh), cos[:, None, None], sin[:, None, None])
+        wqk = torch.cat([wqk[:, :1] * self.scale, wqk[:, 1:]], dim=1)  # [G, 2, nh, E, dh]
+        bqk = torch.cat([bqk[:, :1] * self.scale, bqk[:, 1:]], dim=1)  # [G, 2, nh, dh]
+        w = torch.cat([wqk.permute(0, 3, 1, 2, 4).reshape(G, E, 2 * E), W[2 * E:].t().expand(G, E, E)], dim=2)
+        b = torch.cat([bqk.reshape(G, 2 * E), bias[2 * E:].expand(G, E)], dim=1)
+        return w, b[:, None]
+
+    def step(self, x: Tensor, w: Tensor, b: Tensor, shared: KV | None, cache: "_KVCache", first: int = 0) -> Tensor:
+        """One new token group attending to the shared context, earlier steps and itself.
+
+        Token-major layout: token ``g`` of all samples is one contiguous ``[M, E]`` slab, so
+        the per-token RoPE weights are one ``baddbmm`` and the last block's row drop is a slice.
 
         Args:
-            x: ``[M, G, E]`` the new step's tokens, ``M = B * S`` (sample-major within env).
-            shared: context keys/values ``[B, heads, Lc, dh]`` shared by the S samples of
-                each env (never repeated: queries are regrouped per env instead).
-            own: per-sample keys/values of earlier rollout steps ``[M, heads, Lo, dh]``.
+            x: ``[G, M, E]`` the new step's tokens, ``M = B * S`` (sample-major within env).
+            w, b: this step's qkv weights from :meth:`step_weights`.
+            shared: context keys/values ``[B, heads, Lc, dh]`` shared by the S samples of each
+                env, or None.
+            cache: this layer's per-sample keys/values of the rollout; this step's are appended.
+            first: compute outputs only for tokens ``first..G-1`` (their keys/values are all cached).
         Returns:
-            output ``[M, G, E]`` and the grown per-sample cache ``[M, heads, Lo + G, dh]``.
+            ``[G - first, M, E]``.
         """
-        q, k, v = self._qkv(x, cos, sin)
-        if own is not None:
-            k, v = torch.cat([own[0], k], dim=2), torch.cat([own[1], v], dim=2)
-        M, nh, G, dh = q.shape
-        scores = (q @ k.transpose(-1, -2)) * self.scale  # [M, h, G, Lo+G]
-        if shared is not None:
-            ks, vs = shared
-            B, Lc = ks.shape[0], ks.shape[2]
-            S = M // B
-            qs = q.reshape(B, S, nh, G, dh).transpose(1, 2).reshape(B, nh, S * G, dh)
-            sc = (qs @ ks.transpose(-1, -2)) * self.scale  # [B, h, S*G, Lc]
-            sc = sc.reshape(B, nh, S, G, Lc).transpose(1, 2).reshape(M, nh, G, Lc)
-            scores = torch.cat([sc, scores], dim=-1)
-        attn = scores.float().softmax(dim=-1).to(q.dtype)  # softmax in fp32 (bf16-safe)
-        if shared is None:
-            o = attn @ v
-        else:
-            o = attn[..., Lc:] @ v
-            a = attn[..., :Lc].reshape(B, S, nh, G, Lc).transpose(1, 2).reshape(B, nh, S * G, Lc)
-            o = o + (a @ vs).reshape(B, nh, S, G, dh).transpose(1, 2).reshape(M, nh, G, dh)
-        return self._out(o), (k, v)
+        G, M, E = x.shape
+        qkv = torch.baddbmm(b, x, w).view(G, M, 3, self.heads, self.head_dim)  # q (pre-scaled), k rotated
+        q, k, v = qkv[first:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [G, M, heads, dh]
+        k, v = cache.append(k.permute(1, 2, 0, 3), v.permute(1, 2, 0, 3))
+        o = _attend(q.permute(1, 2, 0, 3), k, v, shared)  # [M, heads, G - first, dh]
+        return self.proj(o.permute(2, 0, 1, 3).reshape(G - first, M, E))
+
+
+class _KVCache:
+    """One layer's per-sample keys/values of the rollout steps, ``[M, heads, L, dh]``.
+
+    Buffers for all ``capacity`` tokens are allocated at the first append and each step is
+    written in place, instead of re-copying the whole cache with ``torch.cat`` every step.
+    When autograd records through the rollout (training, gradient planner) in-place writes
+    would invalidate tensors saved for backward, so it grows by ``cat`` then.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity, self.len, self.inplace = capacity, 0, True
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> KV:
+        """Add ``[M, heads, G, dh]`` keys/values (any strides); returns all so far ``[M, heads, L, dh]``."""
+        n = self.len + k.shape[2]
+        if self.len == 0:
+            self.inplace = not (k.requires_grad or v.requires_grad)
+            if self.inplace:
+                M, nh, _, dh = k.shape
+                self.k = k.new_empty(M, nh, self.capacity, dh)
+                self.v = v.new_empty(M, nh, self.capacity, dh)
+        if self.inplace:
+            self.k[:, :, self.len:n] = k
+            self.v[:, :, self.len:n] = v
+            self.len = n
+            return self.k[:, :, :n], self.v[:, :, :n]
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        self.len = n
+        return self.k, self.v
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, shared: KV | None) -> Tensor:
+    """Softmax attention of new queries over cached keys/values (fp32 softmax, bf16-safe).
+
+    Args:
+        q: ``[M, heads, Gq, dh]`` queries, already multiplied by the softmax scale.
+        k, v: ``[M, heads, L, dh]`` per-sample keys/values (any strides).
+        shared: ``[B, heads, Lc, dh]`` per-env context keys/values, ``M = B * S``; they are
+            never copied per sample: the S samples' queries are regrouped per env instead, and
+            the two parts are combined with one joint softmax (shared max, summed normalisers).
+    Returns:
+        ``[M, heads, Gq, dh]``.
+    """
+    if shared is None:
+        if q.device.type != "cpu":
+            return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        # On CPU the fused kernel is slower than bmm + softmax for these tiny [Gq x L] blocks.
+        return (q @ k.transpose(-1, -2)).softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
+    ks, vs = shared
+    M, nh, G, dh = q.shape
+    B = ks.shape[0]
+    S = M // B
+
+    def to_env(t: Tensor) -> Tensor:  # [M, h, G, c] -> [B, h, S*G, c]
+        return t.reshape(B, S, nh, G, -1).transpose(1, 2).reshape(B, nh, S * G, -1)
+
+    def to_sample(t: Tensor) -> Tensor:  # [B, h, S*G, c] -> [M, h, G, c]
+        return t.reshape(B, nh, S, G, -1).transpose(1, 2).reshape(M, nh, G, -1)
+
+    sc = (to_env(q) @ ks.transpose(-1, -2)).float()  # [B, h, S*G, Lc]
+    so = (q @ k.transpose(-1, -2)).float()  # [M, h, G, L]
+    m = torch.maximum(to_sample(sc.amax(dim=-1, keepdim=True)), so.amax(dim=-1, keepdim=True))  # joint max
+    pc = (sc - to_env(m)).exp()
+    po = (so - m).exp()
+    den = to_sample(pc.sum(dim=-1, keepdim=True)) + po.sum(dim=-1, keepdim=True)
+    o = to_sample(pc.to(vs.dtype) @ vs).float() + (po.to(v.dtype) @ v).float()
+    return (o / den).to(q.dtype)
 
 
 class _Block(nn.Module):
@@ -193,10 +274,12 @@ class _Block(nn.Module):
         x = x + h
         return x + self.mlp(self.norm2(x)), kv
 
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, own: KV | None) -> tuple[Tensor, KV]:
-        h, kv = self.attn.step(self.norm1(x), cos, sin, shared, own)
-        x = x + h
-        return x + self.mlp(self.norm2(x)), kv
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, cache: _KVCache, first: int = 0) -> Tensor:
+        """Token-major ``[G, M, E]`` -> ``[G - first, M, E]`` (see :meth:`_Attention.step`)."""
+        w, b = self.attn.step_weights(cos, sin)
+        h = self.attn.step(self.norm1(x), w, b, shared, cache, first)
+        x = x[first:] + h
+        return x + self.mlp(self.norm2(x))
 
 
 class ACPredictor(nn.Module):
@@ -249,6 +332,12 @@ class ACPredictor(nn.Module):
         cos, sin = rope_cos_sin(pos.reshape(1, T * self.group, 3), self.config.embed_dim // self.config.num_heads)
         return cos, sin
 
+    def _rope_tables(self, t0: int, T: int) -> tuple[Tensor, Tensor]:
+        """Full-width RoPE tables for single steps ``t0 .. t0+T-1``: cos, sin ``[T, G, dh]``."""
+        pos = self.group_pos.unsqueeze(0).repeat(T, 1, 1)  # [T, G, 3]
+        pos[..., 0] = torch.arange(t0, t0 + T, device=pos.device)[:, None]
+        return rope_tables(pos, self.config.embed_dim // self.config.num_heads)
+
     def _mask(self, T: int, device: torch.device) -> Tensor:
         """Block-causal bool mask ``[T*G, T*G]``: query step >= key step."""
         step = torch.arange(T, device=device).repeat_interleave(self.group)
@@ -270,6 +359,22 @@ class ACPredictor(nn.Module):
         if self.proprio_head is not None:
             pred_p = proprio_in + self.proprio_head(o[:, :, 1])
         return pred, pred_p
+
+    def _step_io(self, x: Tensor, z: Tensor, p: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Heads of one cached rollout step, token-major (same maths as :meth:`_heads`).
+
+        x ``[G-1, M, E]`` trunk outputs of tokens ``1..G-1``, z ``[N, M, D]``, p ``[M, P]|None``
+        -> next z ``[N, M, D]`` (head mean), next p ``[M, P]|None``, disagreement ``[M]|None``.
+        """
+        c = self.config
+        N, M, D = z.shape
+        o = self.norm(x)
+        pk = z.unsqueeze(2) + self.latent_head(o[self.n_extra - 1:]).view(N, M, c.ensemble, D)  # [N, M, K, D]
+        z = pk.mean(dim=2)
+        dis = (pk - z.unsqueeze(2)).pow(2).mean(dim=(0, 2, 3)) if c.ensemble > 1 else None
+        if self.proprio_head is not None:
+            p = p + self.proprio_head(o[0])
+        return z, p, dis
 
     def _check(self, latents: Tensor, proprio: Tensor | None, actions: Tensor | None, what: str) -> None:
         c = self.config
@@ -367,22 +472,28 @@ class ACPredictor(nn.Module):
             mask = self._mask(Tc - 1, x.device)
             for i, blk in enumerate(self.blocks):
                 x, shared[i] = blk.prefill(x, cos, sin, mask)
-        # 2) Per-sample steps, each computing only its own token group.
-        z = ctx_latents[:, -1].repeat_interleave(S, dim=0)  # [M, N, D]
-        p = None if ctx_proprio is None else ctx_proprio[:, -1].repeat_interleave(S, dim=0)
-        own: list[KV | None] = [None] * len(self.blocks)
-        preds, props = [], []
+        # 2) Per-sample steps, each computing only its own token group, token-major [G, M, E].
+        #    The last block skips the action token's output: nothing reads it.
+        z = ctx_latents[:, -1].transpose(0, 1).repeat_interleave(S, dim=1)  # [N, M, D]
+        p = None if ctx_proprio is None else ctx_proprio[:, -1].repeat_interleave(S, dim=0)  # [M, P]
+        caches = [_KVCache(H * self.group) for _ in self.blocks]
+        cos, sin = self._rope_tables(Tc - 1, H)  # [H, G, dh]
+        last = len(self.blocks) - 1
+        lats, props, dis = [], [], []
         for h in range(H):
-            x = self._embed(z[:, None], None if p is None else p[:, None], actions[:, h:h + 1]).flatten(1, 2)
-            cos, sin = self._rope(Tc - 1 + h, 1)
+            parts = [self.action_embed(actions[:, h])[None]]
+            if p is not None:
+                parts.append(self.proprio_embed(p)[None])
+            x = torch.cat(parts + [self.frame_embed(z)])  # [G, M, E]
             for i, blk in enumerate(self.blocks):
-                x, own[i] = blk.step(x, cos, sin, shared[i], own[i])
-            pk, pp = self._heads(x[:, None], z[:, None], None if p is None else p[:, None])
-            preds.append(pk[:, 0])
-            z = pk[:, 0].mean(dim=1)
-            p = None if pp is None else pp[:, 0]
+                x = blk.step(x, cos[h], sin[h], shared[i], caches[i], first=int(i == last))
+            z, p, d = self._step_io(x, z, p)
+            lats.append(z)
             props.append(p)
-        return self._collect(preds, props)
+            dis.append(d)
+        return Rollout(torch.stack(lats).permute(2, 0, 1, 3).contiguous(),  # [H, N, M, D] -> [M, H, N, D]
+                       None if p is None else torch.stack(props, dim=1),
+                       None if dis[0] is None else torch.stack(dis, dim=1))
 
     def _rollout_uncached(self, ctx_latents, ctx_proprio, actions, ctx_actions) -> Rollout:
         """Reference: re-run ``forward`` on the full growing sequence at every step."""

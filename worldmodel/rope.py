@@ -9,6 +9,7 @@ which leaves those chunks unrotated.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -52,3 +53,39 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     xs = xr.unflatten(-1, (3, 2, d // 2))  # per axis: first half, second half
     rot = torch.stack([-xs[..., 1, :], xs[..., 0, :]], dim=-2).flatten(-3)  # rotate-half per axis
     return torch.cat([xr * cos + rot * sin, xp], dim=-1)
+
+
+def rope_tables(pos: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tensor, Tensor]:
+    """Full-width tables for :func:`apply_rope_tables`.
+
+    Args:
+        pos: ``[..., L, 3]`` (t, h, w) positions.
+        head_dim: per-head channel count.
+    Returns:
+        cos, sin: ``[..., L, head_dim]`` float32 - the :func:`rope_cos_sin` tables with the
+        rotate-half sign folded into ``sin`` and the unrotated tail padded (cos 1, sin 0).
+    """
+    cos, sin = rope_cos_sin(pos, head_dim, base)
+    r = cos.shape[-1]
+    half = r // 6
+    sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat_interleave(half).repeat(3)  # [r]
+    return F.pad(cos, (0, head_dim - r), value=1.0), F.pad(sin * sign, (0, head_dim - r))
+
+
+def apply_rope_tables(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x [..., head_dim]`` (any strides) with :func:`rope_tables` broadcast against it.
+
+    Bit-identical to :func:`apply_rope` (``x*cos + rotate_half(x)*sin``; the negation moved
+    into ``sin`` is exact) but in a few full-width kernels, without the stack/neg/cat of
+    tiny per-axis slices: this is the per-step hot path of the KV-cached rollout.
+    Returns a new contiguous tensor, same dtype as ``x``.
+    """
+    r = 3 * rope_chunk(x.shape[-1])
+    half = r // 6
+    out = x * cos.to(x.dtype)  # cos is 1 on the tail: exact copy there
+    sw = x.new_empty(*x.shape[:-1], 3, 2, half)  # each axis chunk with its halves swapped
+    xs = x[..., :r].unflatten(-1, (3, 2, half))
+    sw[..., 0, :] = xs[..., 1, :]
+    sw[..., 1, :] = xs[..., 0, :]
+    out[..., :r] += sw.flatten(-3) * sin[..., :r].to(x.dtype)
+    return out

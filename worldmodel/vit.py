@@ -7,8 +7,9 @@ optionally (``abs_pos_embed``), a fixed 2D sin-cos table of the (h, w) patch loc
 
 Why the option: RoPE is relative, so a RoPE-only encoder is close to translation-equivariant
 and the spatial MEAN of its tokens (the k=1 pooled latent) barely says where a small object
-is. A parameter-free absolute table fixes that (random-init k=1 probe R^2 0.57 -> 0.89 on
-PointMaze). It adds no parameters, so weights stay interchangeable with RoPE-only models.
+is. A fixed absolute table helps (PointMaze k=1 linear-probe R^2: random init 0.57 -> 0.90,
+after pretraining 0.67 -> 0.73). It adds no parameters; state_dicts have the same keys, but
+a model must run with the setting it was trained with (it is saved in the config).
 """
 from __future__ import annotations
 
