@@ -70,11 +70,11 @@ def main(cfg: DictConfig) -> None:
     out = Path(cfg.out_dir)
     model_path = resolve_model_path(str(cfg.world_model))
     wm = WorldModel.load(model_path, device=device)
-    env_kwargs = OmegaConf.to_container(cfg.env.kwargs)
+    env_kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
     if wm.meta.get("env_id") not in (None, cfg.env.id):
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
-    energy = build_energy(OmegaConf.to_container(cfg.energy))
-    planner = build_planner(OmegaConf.to_container(cfg.planner), energy=energy)
+    energy = build_energy(OmegaConf.to_container(cfg.energy, resolve=True))
+    planner = build_planner(OmegaConf.to_container(cfg.planner, resolve=True), energy=energy)
     replan_every = int(cfg.replan_every) if cfg.replan_every is not None else wm.frameskip
     seeds = [int(cfg.seed) + i for i in range(int(cfg.episodes))]
     n_envs = max(1, min(int(cfg.num_envs), len(seeds)))
