@@ -125,6 +125,26 @@ def test_cached_rollout_matches_uncached(Tc, proprio, ensemble):
         assert (pk[:, 0].mean(1) - fast.latents[:, 0]).abs().max() <= 1e-5
 
 
+def test_cached_rollout_few_tokens_and_gradients():
+    # G = 2 tokens per step, head dim 16: on CPU the first steps attend over zero-padded,
+    # masked key buffers; with autograd recording the cache grows functionally instead.
+    torch.manual_seed(0)
+    m = ACPredictor(ACPredictorConfig(latent_dim=D, tokens_per_frame=1, grid=(1, 1), action_dim=A,
+                                      embed_dim=32, depth=2, num_heads=2)).eval()
+    B, S, H = 2, 3, 8
+    lat = torch.randn(B, 1, 1, D)
+    act = torch.randn(B * S, H, A).requires_grad_(True)
+    fast = m.rollout(lat, None, act)
+    ref = m.rollout(lat, None, act, use_cache=False)
+    with torch.no_grad():
+        buffered = m.rollout(lat, None, act)
+    assert (fast.latents - ref.latents).abs().max() <= 1e-5
+    assert (buffered.latents - ref.latents).abs().max() <= 1e-5
+    (g_fast,) = torch.autograd.grad(fast.latents.square().sum(), act)
+    (g_ref,) = torch.autograd.grad(ref.latents.square().sum(), act)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
+
+
 def test_rollout_shape_errors():
     m = make_predictor()
     lat, prop, _ = inputs(2, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldmodel.rope import apply_rope, rope_chunk, rope_cos_sin
+from worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
 HEAD_DIM = 32  # chunk 10 per axis, 2 unrotated channels
 
@@ -71,3 +71,18 @@ def test_spatial_position_rotates_only_its_chunk() -> None:
 def test_too_small_head_dim_raises() -> None:
     with pytest.raises(ValueError, match="head_dim"):
         rope_chunk(4)
+
+
+@pytest.mark.parametrize("head_dim", [16, 24, 32])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_full_width_tables_match_apply_rope_exactly(head_dim: int, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(head_dim)
+    pos = torch.randint(0, 9, (2, 5, 3), generator=g)
+    x = torch.randn(2, 3, 5, head_dim, generator=g).to(dtype)
+    cos, sin = rope_cos_sin(pos, head_dim)
+    cf, sf = rope_tables(pos, head_dim)
+    assert cf.shape == sf.shape == (2, 5, head_dim)
+    assert torch.equal(apply_rope_tables(x, cf[:, None], sf[:, None]), apply_rope(x, cos, sin))
+    # any strides (the predictor rotates transposed weight views)
+    xt = x.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert torch.equal(apply_rope_tables(xt, cf[:, None], sf[:, None]), apply_rope(x, cos, sin))

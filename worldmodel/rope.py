@@ -68,7 +68,8 @@ def rope_tables(pos: Tensor, head_dim: int, base: float = 10000.0) -> tuple[Tens
     cos, sin = rope_cos_sin(pos, head_dim, base)
     r = cos.shape[-1]
     half = r // 6
-    sign = torch.tensor([-1.0, 1.0], device=pos.device).repeat_interleave(half).repeat(3)  # [r]
+    # -1 on the first half of each axis chunk, +1 on the second (built on device: no H2D copy)
+    sign = (torch.arange(r, device=pos.device) // half % 2).to(sin.dtype) * 2 - 1
     return F.pad(cos, (0, head_dim - r), value=1.0), F.pad(sin * sign, (0, head_dim - r))
 
 
@@ -76,9 +77,8 @@ def apply_rope_tables(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x [..., head_dim]`` (any strides) with :func:`rope_tables` broadcast against it.
 
     Bit-identical to :func:`apply_rope` (``x*cos + rotate_half(x)*sin``; the negation moved
-    into ``sin`` is exact) but in a few full-width kernels, without the stack/neg/cat of
-    tiny per-axis slices: this is the per-step hot path of the KV-cached rollout.
-    Returns a new contiguous tensor, same dtype as ``x``.
+    into ``sin`` is exact), with tables that may carry their own batch shape. The KV-cached
+    rollout uses it to fold RoPE into per-token projection weights. Same dtype as ``x``.
     """
     r = 3 * rope_chunk(x.shape[-1])
     half = r // 6
