@@ -145,6 +145,22 @@ def test_cached_rollout_few_tokens_and_gradients():
     torch.testing.assert_close(g_fast, g_ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_tokens", [12, 60])  # 2 rows (part of an env) / 10 rows (2 envs)
+def test_cpu_chunked_rollout_matches_one_call(monkeypatch, chunk_tokens):
+    import worldmodel.predictor as predictor
+
+    m = make_predictor(ensemble=2)
+    B, S, H, Tc = 3, 5, 4, 2
+    lat, prop, ca = inputs(B, Tc)
+    act = torch.randn(B * S, H, A, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        one = m.rollout(lat, prop, act, ca[:, :1])
+        monkeypatch.setattr(predictor, "CPU_CHUNK_TOKENS", chunk_tokens)
+        chunked = m.rollout(lat, prop, act, ca[:, :1])
+    for f in ("latents", "proprio", "disagreement"):
+        torch.testing.assert_close(getattr(chunked, f), getattr(one, f), rtol=0, atol=1e-6)
+
+
 def test_rollout_shape_errors():
     m = make_predictor()
     lat, prop, _ = inputs(2, 2)

@@ -25,9 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from worldmodel.kv_cache import CPU_BMM_MIN_MACS, CPU_CHUNK_TOKENS, KV, KVCache, attend_cached, row_chunks
 from worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
-
-KV = tuple[Tensor, Tensor]
 
 
 @dataclass
@@ -150,15 +149,16 @@ class _Attention(nn.Module):
         W, bias = self.qkv.weight, self.qkv.bias
         E, nh, dh = W.shape[1], self.heads, self.head_dim
         G = cos.shape[0]
-        wqk = apply_rope_tables(W[:2 * E].view(2, nh, dh, E).transpose(-1, -2), cos[:, None, None, None], sin[:, None, None, None])
+        wqk = W[:2 * E].view(2, nh, dh, E).transpose(-1, -2)  # [2, nh, E, dh]: rotate along dh
+        wqk = apply_rope_tables(wqk, cos[:, None, None, None], sin[:, None, None, None])  # [G, 2, nh, E, dh]
         bqk = apply_rope_tables(bias[:2 * E].view(2, nh, dh), cos[:, None, None], sin[:, None, None])
-        wqk = torch.cat([wqk[:, :1] * self.scale, wqk[:, 1:]], dim=1)  # [G, 2, nh, E, dh]
+        wqk = torch.cat([wqk[:, :1] * self.scale, wqk[:, 1:]], dim=1)  # scale q only
         bqk = torch.cat([bqk[:, :1] * self.scale, bqk[:, 1:]], dim=1)  # [G, 2, nh, dh]
         w = torch.cat([wqk.permute(0, 3, 1, 2, 4).reshape(G, E, 2 * E), W[2 * E:].t().expand(G, E, E)], dim=2)
         b = torch.cat([bqk.reshape(G, 2 * E), bias[2 * E:].expand(G, E)], dim=1)
         return w, b[:, None]
 
-    def step(self, x: Tensor, w: Tensor, b: Tensor, shared: KV | None, cache: "_KVCache", first: int = 0) -> Tensor:
+    def step(self, x: Tensor, w: Tensor, b: Tensor, shared: KV | None, cache: KVCache, first: int = 0) -> Tensor:
         """One new token group attending to the shared context, earlier steps and itself.
 
         Token-major layout: token ``g`` of all samples is one contiguous ``[M, E]`` slab, so
@@ -172,122 +172,15 @@ class _Attention(nn.Module):
             cache: this layer's per-sample keys/values of the rollout; this step's are appended.
             first: compute outputs only for tokens ``first..G-1`` (their keys/values are all cached).
         Returns:
-            ``[G - first, M, E]``.
+            ``[G - first, M, E]`` attention output before ``proj`` (the block fuses it with the residual).
         """
         G, M, E = x.shape
         qkv = torch.baddbmm(b, x, w).view(G, M, 3, self.heads, self.head_dim)  # q (pre-scaled), k rotated
         q, k, v = (t.permute(1, 2, 0, 3) for t in qkv.unbind(2))  # [M, heads, G, dh] views
         k, v, mask = cache.append(k, v)
-        o = _attend(q, k, v, mask, shared)[:, :, first:]  # [M, heads, G - first, dh]
-        return self.proj(o.permute(2, 0, 1, 3).reshape(G - first, M, E))
-
-
-# ATen's CPU bmm switches to an unblocked loop, several times slower here, for matrix products
-# under 400 multiply-adds; the first steps of few-token models (G * dh * L small) fall there.
-_CPU_BMM_MIN_MACS = 400
-
-
-# Tokens per step of one CPU rollout chunk (rows * G); see ACPredictor.rollout.
-_CPU_CHUNK_TOKENS = 4096
-
-
-def _row_chunks(B: int, S: int, rows: int) -> list[tuple[int, int, int, int]]:
-    """Split ``B`` contexts x ``S`` samples into chunks of about ``rows`` rows, each either whole
-    contexts or part of one: ``(b0, b1, r0, r1)`` = contexts ``b0:b1``, action rows ``r0:r1``."""
-    if S >= rows:
-        n = -(-S // rows)
-        step = -(-S // n)
-        return [(b, b + 1, b * S + s0, b * S + min(s0 + step, S)) for b in range(B) for s0 in range(0, S, step)]
-    per = rows // S
-    return [(b0, min(b0 + per, B), b0 * S, min(b0 + per, B) * S) for b0 in range(0, B, per)]
-
-
-class _KVCache:
-    """One layer's per-sample keys/values of the rollout steps, ``[M, heads, L, dh]``.
-
-    Buffers for all ``capacity`` tokens are allocated at the first append and each step is
-    written in place, instead of re-copying the whole cache with ``torch.cat`` every step.
-    When autograd records through the rollout (training, gradient planner) in-place writes
-    would invalidate tensors saved for backward, so it grows by ``cat`` then.
-    ``min_len``: keys returned are padded (zeros, masked out) to at least this length.
-    """
-
-    def __init__(self, capacity: int, min_len: int = 0):
-        self.capacity, self.min_len = capacity, min(min_len, capacity)
-        self.len, self.inplace = 0, True
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Add ``[M, heads, G, dh]`` keys/values (any strides).
-
-        Returns all so far ``[M, heads, L, dh]`` and None, or, when padded to ``min_len``, the
-        padded keys/values and an additive mask ``[L]`` (0 on filled slots, -inf on padding).
-        """
-        n = self.len + k.shape[2]
-        if self.len == 0:
-            self.inplace = not (k.requires_grad or v.requires_grad)
-            if self.inplace:
-                M, nh, _, dh = k.shape
-                alloc = torch.zeros if self.min_len > n else torch.empty  # padding must be finite
-                self.k = alloc(M, nh, self.capacity, dh, dtype=k.dtype, device=k.device)
-                self.v = alloc(M, nh, self.capacity, dh, dtype=v.dtype, device=v.device)
-        if not self.inplace:
-            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
-            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-            self.len = n
-            return self.k, self.v, None
-        self.k[:, :, self.len:n] = k
-        self.v[:, :, self.len:n] = v
-        self.len = n
-        if n >= self.min_len:
-            return self.k[:, :, :n], self.v[:, :, :n], None
-        L = self.min_len
-        mask = torch.zeros(L, dtype=torch.float32, device=k.device)
-        mask[n:] = float("-inf")
-        return self.k[:, :, :L], self.v[:, :, :L], mask
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, shared: KV | None) -> Tensor:
-    """Softmax attention of new queries over cached keys/values (fp32 softmax, bf16-safe).
-
-    Args:
-        q: ``[M, heads, Gq, dh]`` queries, already multiplied by the softmax scale.
-        k, v: ``[M, heads, L, dh]`` per-sample keys/values (any strides).
-        mask: None or additive ``[L]`` (-inf on padded key slots).
-        shared: ``[B, heads, Lc, dh]`` per-env context keys/values, ``M = B * S``; they are
-            never copied per sample: the S samples' queries are regrouped per env instead, and
-            the two parts are combined with one joint softmax (shared max, summed normalisers).
-    Returns:
-        ``[M, heads, Gq, dh]``.
-    """
-    if shared is None:
-        if q.device.type != "cpu":
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-        # On CPU the fused kernel is slower than bmm + softmax for these tiny [Gq x L] blocks.
-        s = q @ k.transpose(-1, -2)
-        s = s if mask is None else s + mask
-        return s.softmax(dim=-1, dtype=torch.float32).to(q.dtype) @ v
-    ks, vs = shared
-    M, nh, G, dh = q.shape
-    B = ks.shape[0]
-    S = M // B
-
-    def to_env(t: Tensor) -> Tensor:  # [M, h, G, c] -> [B, h, S*G, c]
-        return t.reshape(B, S, nh, G, -1).transpose(1, 2).reshape(B, nh, S * G, -1)
-
-    def to_sample(t: Tensor) -> Tensor:  # [B, h, S*G, c] -> [M, h, G, c]
-        return t.reshape(B, nh, S, G, -1).transpose(1, 2).reshape(M, nh, G, -1)
-
-    sc = (to_env(q) @ ks.transpose(-1, -2)).float()  # [B, h, S*G, Lc]
-    so = (q @ k.transpose(-1, -2)).float()  # [M, h, G, L]
-    so = so if mask is None else so + mask
-    m = torch.maximum(to_sample(sc.amax(dim=-1, keepdim=True)), so.amax(dim=-1, keepdim=True))  # joint max
-    pc = (sc - to_env(m)).exp()
-    po = (so - m).exp()
-    den = to_sample(pc.sum(dim=-1, keepdim=True)) + po.sum(dim=-1, keepdim=True)
-    o = to_sample(pc.to(vs.dtype) @ vs).float() + (po.to(v.dtype) @ v).float()
-    return (o / den).to(q.dtype)
+        # All G queries attend (equal bmm shapes in every block); dropped rows are sliced after.
+        o = attend_cached(q, k, v, mask, shared)[:, :, first:]  # [M, heads, G - first, dh]
+        return o.permute(2, 0, 1, 3).reshape(G - first, M, E)
 
 
 class _Block(nn.Module):
@@ -310,19 +203,27 @@ class _Block(nn.Module):
         x = x + h
         return x + self.mlp(self.norm2(x)), kv
 
-    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, cache: _KVCache, first: int = 0) -> Tensor:
+    def step(self, x: Tensor, cos: Tensor, sin: Tensor, shared: KV | None, cache: KVCache, first: int = 0) -> Tensor:
         """Token-major ``[G, M, E]`` -> ``[G - first, M, E]`` (see :meth:`_Attention.step`)."""
         w, b = self.attn.step_weights(cos, sin)
-        h = self.attn.step(self.norm1(x), w, b, shared, cache, first)
-        if h.requires_grad:  # autograd records: out of place
-            x = x[first:] + h
+        o = self.attn.step(self.norm1(x), w, b, shared, cache, first)
+        if o.requires_grad:  # autograd records: out of place
+            x = x[first:] + self.attn.proj(o)
             return x + self.mlp(self.norm2(x))
-        # Same values, computed into tensors just made (h + x == x + h): on CPU every fresh
-        # large tensor costs page faults, a sizeable share of the rollout at planning batch sizes.
+        # Same maths accumulated into tensors that already exist: the residual stream (this
+        # step's own, read by nothing else) takes both projections in place and GELU runs in
+        # place. On CPU every fresh large tensor or extra pass costs page faults and traffic.
         fc1, act, fc2 = self.mlp
-        x = h.add_(x[first:])
-        y = torch.ops.aten.gelu_(fc1(self.norm2(x)), approximate=act.approximate)
-        return fc2(y).add_(x)
+        x = _linear_into(x[first:], o, self.attn.proj)
+        return _linear_into(x, torch.ops.aten.gelu_(fc1(self.norm2(x)), approximate=act.approximate), fc2)
+
+
+def _linear_into(acc: Tensor, x: Tensor, lin: nn.Linear) -> Tensor:
+    """``acc += lin(x)`` in place (contiguous ``acc [..., out]``, ``x [..., in]``); returns ``acc``."""
+    a = acc.view(-1, acc.shape[-1])
+    # addmm with out= rather than addmm_: same kernel, and FLOP counters (benchmarks) see it.
+    torch.addmm(a, x.reshape(-1, x.shape[-1]), lin.weight.t(), out=a).add_(lin.bias)
+    return acc
 
 
 class ACPredictor(nn.Module):
@@ -491,13 +392,13 @@ class ACPredictor(nn.Module):
                                  f"for Tc={Tc}, got {got}")
         if not use_cache:
             return self._rollout_uncached(ctx_latents, ctx_proprio, actions, ctx_actions)
-        if actions.device.type != "cpu" or M * self.group <= _CPU_CHUNK_TOKENS:
+        if actions.device.type != "cpu" or M * self.group <= CPU_CHUNK_TOKENS:
             return self._rollout_cached(ctx_latents, ctx_proprio, actions, ctx_actions)
         # On CPU, a few thousand tokens per step keep a chunk's activations cache-resident and
         # out of fresh (page-faulting) memory: ~5-10% faster at planning batch sizes, same values.
         S = M // B
         parts = []
-        for b0, b1, r0, r1 in _row_chunks(B, S, max(1, _CPU_CHUNK_TOKENS // self.group)):
+        for b0, b1, r0, r1 in row_chunks(B, S, max(1, CPU_CHUNK_TOKENS // self.group)):
             parts.append(self._rollout_cached(
                 ctx_latents[b0:b1], None if ctx_proprio is None else ctx_proprio[b0:b1], actions[r0:r1],
                 None if ctx_actions is None else ctx_actions[b0:b1]))
@@ -532,8 +433,9 @@ class ACPredictor(nn.Module):
         z = ctx_latents[:, -1].transpose(0, 1).repeat_interleave(S, dim=1)  # [N, M, D]
         p = None if ctx_proprio is None else ctx_proprio[:, -1].repeat_interleave(S, dim=0)  # [M, P]
         dh = self.config.embed_dim // self.config.num_heads
-        min_len = -(-_CPU_BMM_MIN_MACS // (self.group * dh)) if z.device.type == "cpu" else 0
-        caches = [_KVCache(H * self.group, min_len) for _ in self.blocks]
+        # CPU: pad early steps' keys so each per-sample [G x L] product stays on bmm's fast path.
+        min_len = -(-CPU_BMM_MIN_MACS // (self.group * dh)) if z.device.type == "cpu" else 0
+        caches = [KVCache(H * self.group, min_len) for _ in self.blocks]
         cos, sin = self._rope_tables(Tc - 1, H)  # [H, G, dh]
         last = len(self.blocks) - 1
         lats, props, dis = [], [], []
