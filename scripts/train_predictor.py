@@ -27,7 +27,7 @@ from worldmodel.world_model import WorldModel
 
 STATE_KIND = "wmplan-predictor-train-state"
 # Changing these invalidates a resume point (different data or objective shape).
-RESUME_KEYS = ("data_dir", "encoder_path", "pool_k", "frameskip", "use_proprio", "seed")
+RESUME_KEYS = ("data_dir", "encoder_path", "pool_k", "frameskip", "use_proprio", "latent_norm", "seed")
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
@@ -96,7 +96,7 @@ def train(cfg: DictConfig) -> dict:
     env_adim = int(cache.actions.shape[-1])
     pdim = int(cache.proprio.shape[-1]) if cache.proprio.dim() == 2 else 0
     use_proprio = bool(cfg.use_proprio) and pdim > 0
-    stats = compute_stats(cache, tpos, fs, use_proprio)
+    stats = compute_stats(cache, tpos, fs, use_proprio, latent_norm=bool(cfg.latent_norm))
 
     # ---- model ----------------------------------------------------------------------------
     N, D = cache.latents.shape[1:]

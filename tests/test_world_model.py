@@ -175,6 +175,42 @@ def test_latent_cache_reuse_and_invalidation(tmp_path, capsys):
     assert "stale" in capsys.readouterr().out
 
 
+def test_latent_standardisation_stats_sampler_and_model(tmp_path):
+    """latent_norm: train windows are standardised with train stats, and the saved model's
+    encode() applies the same map, so planner latents match what the predictor learned on."""
+    from worldmodel.ac_training import WindowSampler, compute_stats
+    from worldmodel.pooling import pool_latents
+
+    make_dataset(tmp_path / "ds", n_eps=3, T=8)
+    ds = EpisodeDataset(tmp_path / "ds")
+    enc = tiny_encoder()
+    save_encoder(enc, tmp_path / "enc.pt")
+    c = build_latent_cache(ds, enc, tmp_path / "enc.pt", 2, tmp_path / "out", dtype=torch.float32)
+    assert compute_stats(c, [0, 1, 2], FS, True).latent_mean is None  # off by default
+    st = compute_stats(c, [0, 1, 2], 1, True, latent_norm=True)
+    assert st.latent_mean.shape == st.latent_std.shape == (4, 24)
+    torch.testing.assert_close(st.latent_mean, c.latents.mean(0))
+    assert bool((st.latent_std >= 0.1 * c.latents.std(0, unbiased=False).mean() - 1e-6).all())  # floored
+    s = WindowSampler(c, [0, 1, 2], 1, 9, st, True, torch.device("cpu"))
+    w = s.gather(torch.arange(len(s)))  # one 9-frame window per episode = every frame, once
+    lat = w.latents.flatten(0, 1)
+    torch.testing.assert_close(lat, (c.latents - st.latent_mean) / st.latent_std)
+    assert lat.mean(0).abs().max() < 1e-4
+    wm = tiny_world_model()
+    wm_n = WorldModel(wm.encoder, wm.predictor, 2, FS, [-1.0, -2.0], [1.0, 2.0],
+                      {**{k: getattr(wm, k) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std")},
+                       "latent_mean": st.latent_mean, "latent_std": st.latent_std})
+    frames = random_frames(1, 2)
+    raw = pool_latents(wm.encoder.encode(frames), wm.encoder.grid, 2)
+    torch.testing.assert_close(wm_n.encode(frames), (raw - st.latent_mean) / st.latent_std)
+    wm_n.save(tmp_path / "wm.pt")
+    assert torch.equal(WorldModel.load(tmp_path / "wm.pt").encode(frames), wm_n.encode(frames))
+    with pytest.raises(ValueError, match="latent stats"):
+        WorldModel(wm.encoder, wm.predictor, 2, FS, [-1.0, -2.0], [1.0, 2.0],
+                   {"action_mean": wm.action_mean, "action_std": wm.action_std, "proprio_mean": wm.proprio_mean,
+                    "proprio_std": wm.proprio_std, "latent_mean": torch.zeros(24), "latent_std": torch.ones(24)})
+
+
 # ---- training script (smoke) -----------------------------------------------------------------
 def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -190,10 +226,11 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_train_script_smoke_and_resume(tmp_path):
     make_dataset(tmp_path / "ds", n_eps=6, T=20)
     save_encoder(tiny_encoder(), tmp_path / "enc.pt")
-    run_train(tmp_path, "steps=4", "ckpt_every=2")
+    run_train(tmp_path, "steps=4", "ckpt_every=2", "latent_norm=true")
     out = tmp_path / "run"
     wm = WorldModel.load(out / "world_model.pt")
     assert wm.frameskip == 2 and wm.action_dim == 4 and wm.proprio_dim == P and wm.pool_k == 2
+    assert wm.latent_mean is not None and wm.latent_std.shape == (4, 24)
     assert wm.meta["seed"] == 0 and "metrics" in wm.meta
     metrics = json.loads((out / "metrics.json").read_text())
     for k in ("val_open_loop_l1_5step", "val_copy_last_l1_5step", "val_ratio_5step"):
@@ -203,7 +240,7 @@ def test_train_script_smoke_and_resume(tmp_path):
     assert max(steps) == 4
     assert (out / "latent_cache.pt").is_file() and not (tmp_path / "outputs").exists()
     # rerun with more steps: resumes, reuses the latent cache, continues the log
-    p = run_train(tmp_path, "steps=6", "ckpt_every=2")
+    p = run_train(tmp_path, "steps=6", "ckpt_every=2", "latent_norm=true")
     assert "resuming from step 4" in p.stdout and "reusing latent cache" in p.stdout
     steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 6 and steps.count(5) == 1

@@ -17,6 +17,9 @@ from worldmodel.predictor import ACPredictor
 # Floor for per-dimension std: a (near-)constant action/proprio dim in the data must not
 # turn a planner's slightly different value into a huge normalised input.
 STD_FLOOR = 1e-2
+# Latent std floor relative to the mean per-dimension std: (near-)constant latent dims are
+# scaled up at most 10x more than typical ones instead of amplifying rendering noise.
+LATENT_STD_REL_FLOOR = 0.1
 
 
 @dataclass
@@ -33,20 +36,30 @@ class Window:
 
 @dataclass
 class Stats:
-    """Normalisation statistics: action ``[A]`` (env stats tiled frameskip times), proprio ``[P]``."""
+    """Normalisation statistics: action ``[A]`` (env stats tiled frameskip times), proprio ``[P]``,
+    and optionally latent ``[N, D]`` (per token position and channel)."""
 
     action_mean: Tensor
     action_std: Tensor
     proprio_mean: Tensor | None
     proprio_std: Tensor | None
+    latent_mean: Tensor | None = None
+    latent_std: Tensor | None = None
 
     def as_dict(self) -> dict[str, Tensor | None]:
         return {"action_mean": self.action_mean, "action_std": self.action_std,
-                "proprio_mean": self.proprio_mean, "proprio_std": self.proprio_std}
+                "proprio_mean": self.proprio_mean, "proprio_std": self.proprio_std,
+                "latent_mean": self.latent_mean, "latent_std": self.latent_std}
 
 
-def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_proprio: bool) -> Stats:
-    """Per-dimension mean/std over the given cached episodes (by cache position)."""
+def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_proprio: bool,
+                  latent_norm: bool = False) -> Stats:
+    """Per-dimension mean/std over the given cached episodes (by cache position).
+
+    With ``latent_norm`` the latents are standardised too. Layer-normed latents of a small
+    moving object (a thin arm) vary by ~0.03 around a large constant part; standardising
+    makes the predictor's targets and the goal energy see that variation at unit scale.
+    """
     ao, fo = cache.action_offsets, cache.frame_offsets
     acts = torch.cat([cache.actions[ao[e]:ao[e + 1]] for e in positions]).double()
     am, asd = acts.mean(0), acts.std(0, unbiased=False).clamp_min(STD_FLOOR)
@@ -54,7 +67,13 @@ def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_
     if use_proprio:
         prop = torch.cat([cache.proprio[fo[e]:fo[e + 1]] for e in positions]).double()
         pm, psd = prop.mean(0).float(), prop.std(0, unbiased=False).clamp_min(STD_FLOOR).float()
-    return Stats(am.float().repeat(frameskip), asd.float().repeat(frameskip), pm, psd)
+    lm = lsd = None
+    if latent_norm:
+        lat = torch.cat([cache.latents[fo[e]:fo[e + 1]] for e in positions]).double()  # [F, N, D]
+        lm, lsd = lat.mean(0), lat.std(0, unbiased=False)
+        lsd = lsd.clamp_min(LATENT_STD_REL_FLOOR * float(lsd.mean()) + 1e-8)
+        lm, lsd = lm.float(), lsd.float()
+    return Stats(am.float().repeat(frameskip), asd.float().repeat(frameskip), pm, psd, lm, lsd)
 
 
 class WindowSampler:
@@ -102,6 +121,8 @@ class WindowSampler:
         fidx = self.fstart[idx, None] + self.f_off  # [B, W]
         aidx = self.astart[idx, None] + self.a_off  # [B, (W-1)*fs]
         lat = self.latents[fidx].float()
+        if self.stats.latent_mean is not None:
+            lat = (lat - self.stats.latent_mean) / self.stats.latent_std
         B = idx.shape[0]
         act = self.actions[aidx].reshape(B, self.window - 1, -1)
         act = (act - self.stats.action_mean) / self.stats.action_std

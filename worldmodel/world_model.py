@@ -39,7 +39,9 @@ class WorldModel(nn.Module):
         action_low, action_high: env action bounds, ``[A_env]`` (tiled ``frameskip`` times
             here) or already ``[A]``.
         stats: ``action_mean``/``action_std`` ``[A]`` and, when proprio is used,
-            ``proprio_mean``/``proprio_std`` ``[P]``.
+            ``proprio_mean``/``proprio_std`` ``[P]``; optional ``latent_mean``/``latent_std``
+            ``[N, D]`` standardise the pooled latents (applied in :meth:`encode`, so the
+            predictor, goal latents and energies all live in the standardised space).
         meta: free-form plain-Python info (seed, data dir, metrics...).
 
     Everything is frozen (``requires_grad=False``); gradients still flow to inputs such
@@ -86,6 +88,15 @@ class WorldModel(nn.Module):
             self.register_buffer("proprio_std", _as_tensor(stats["proprio_std"]).flatten())
         else:
             self.proprio_mean = self.proprio_std = None
+        if stats.get("latent_mean") is not None:
+            lm, lsd = _as_tensor(stats["latent_mean"]), _as_tensor(stats.get("latent_std"))
+            if lm.shape != (pc.tokens_per_frame, pc.latent_dim) or lsd.shape != lm.shape:
+                raise ValueError(f"WorldModel: latent stats have shapes {tuple(lm.shape)}/{tuple(lsd.shape)}, "
+                                 f"expected ({pc.tokens_per_frame}, {pc.latent_dim})")
+            self.register_buffer("latent_mean", lm)
+            self.register_buffer("latent_std", lsd)
+        else:
+            self.latent_mean = self.latent_std = None
         self.requires_grad_(False)
         self.eval()
 
@@ -111,13 +122,17 @@ class WorldModel(nn.Module):
     # ---- encode / predict ----------------------------------------------------------------
     @torch.no_grad()
     def encode(self, frames: Tensor, chunk_size: int | None = 256) -> Tensor:
-        """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, N, D]`` (frozen encoder + pool + LN)."""
+        """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, N, D]`` (frozen encoder + pool + LN
+        [+ standardisation when the model has latent stats])."""
         frames = torch.as_tensor(frames)
         if frames.dtype != torch.uint8:
             raise ValueError(f"WorldModel.encode: frames must be uint8 [B,T,H,W,3], got {frames.dtype}")
         self.encoder.eval()
         tokens = self.encoder.encode(frames.to(self.device), chunk_size=chunk_size)
-        return pool_latents(tokens, self.encoder.grid, self.pool_k).to(self.dtype)
+        z = pool_latents(tokens, self.encoder.grid, self.pool_k)
+        if self.latent_mean is not None:
+            z = (z - self.latent_mean) / self.latent_std
+        return z.to(self.dtype)
 
     def normalize_actions(self, actions: Tensor) -> Tensor:
         return (actions.to(self.action_mean) - self.action_mean) / self.action_std
@@ -204,7 +219,8 @@ class WorldModel(nn.Module):
             "pool_k": self.pool_k,
             "frameskip": self.frameskip,
             "image_size": int(self.image_size),
-            "stats": {k: cpu(getattr(self, k)) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std")},
+            "stats": {k: cpu(getattr(self, k)) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std",
+                                                          "latent_mean", "latent_std")},
             "action_low": cpu(self.action_low),
             "action_high": cpu(self.action_high),
             "meta": dict(self.meta),
