@@ -52,9 +52,20 @@ def look_at(pos: np.ndarray, target: np.ndarray) -> str:
     return " ".join(f"{v:.5f}" for v in (*x, *y))
 
 
-def arm_xml() -> str:
-    """The arm + table + cube scene (cameras: ``front`` third-person, ``overhead``)."""
+def arm_xml(lamp: bool = True) -> str:
+    """The arm + table + cube scene (cameras: ``front`` third-person, ``overhead``).
+
+    ``lamp``: a dimmer room and a downward spotlight in the hand. Its pool of light on the
+    table shows where the gripper is (and, by its size, how high) across much of the frame,
+    which a 64x64 encoder picks up far better than the small gripper itself.
+    """
     front = look_at(FRONT_POS, [0.36, 0.0, 0.16])
+    if lamp:
+        headlight = '<headlight ambient="0.35 0.35 0.35" diffuse="0.25 0.25 0.25"/>'
+        hand_lamp = ('<light name="lamp" pos="0 0 0" dir="0 0 -1" cutoff="45" exponent="3" diffuse="0.9 0.85 0.6" '
+                     'specular="0 0 0" attenuation="1 0 0" castshadow="false"/>')
+    else:
+        headlight, hand_lamp = '<headlight ambient="0.55 0.55 0.55" diffuse="0.45 0.45 0.45"/>', ""
     return f"""
 <mujoco model="arm">
   <compiler angle="radian"/>
@@ -64,7 +75,7 @@ def arm_xml() -> str:
     <joint type="hinge" damping="0.5" armature="0.01"/>
     <default class="touch"><geom contype="1" conaffinity="1" condim="4" friction="1.2 0.02 0.001"/></default>
   </default>
-  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/><headlight ambient="0.55 0.55 0.55" diffuse="0.45 0.45 0.45"/></visual>
+  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/>{headlight}</visual>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.82 0.78 0.7" rgb2="0.76 0.72 0.64" width="64" height="64"/>
     <material name="table" texture="grid" texrepeat="15 15"/>
@@ -88,6 +99,7 @@ def arm_xml() -> str:
               <joint name="roll" axis="0 0 1" range="-2.8 2.8"/>
               <geom name="palm" class="touch" type="box" pos="0 0 -0.012" size="0.02 0.055 0.012" rgba="0.3 0.3 0.33 1"/>
               <site name="ee" pos="0 0 -0.065" size="0.005" rgba="0 0 0 0"/>
+              {hand_lamp}
               <body name="finger_l" pos="0 0 -0.024" gravcomp="1">
                 <joint name="finger_l" type="slide" axis="0 1 0" range="0 {FINGER_MAX}" damping="2" armature="0.01"/>
                 <geom name="finger_l" class="touch" type="box" pos="0 0.008 -0.028" size="0.012 0.008 0.028" friction="1.5 0.03 0.001" rgba="0.15 0.15 0.18 1"/>
@@ -121,13 +133,20 @@ class ArmTask(GoalTask):
     """Base class of the Arm tasks: model, controller, proprio and state helpers.
 
     Subclasses implement ``_reset_task``, ``_goal_distance`` and ``expert_action``.
+
+    Args:
+        image_size: rendered frame side in pixels.
+        camera: ``"front"`` (third-person) or ``"overhead"``.
+        lamp: downward spotlight in the hand and a dimmer room (see :func:`arm_xml`).
     """
 
     proprio_dim = 9
     action_dim = 4
     frame_skip_default = 25
 
-    def __init__(self, image_size: int = 64, camera: str = "front", render_mode: str | None = "rgb_array") -> None:
+    def __init__(self, image_size: int = 64, camera: str = "front", lamp: bool = True,
+                 render_mode: str | None = "rgb_array") -> None:
+        self.lamp = bool(lamp)
         super().__init__(image_size=image_size, camera=camera, frame_skip=self.frame_skip_default, render_mode=render_mode)
         m = self.model
 
@@ -146,7 +165,7 @@ class ArmTask(GoalTask):
         self._home_q = self.solve_ik(HOME_EE, np.array([0.0, 0.3, 0.3, -0.6, 0.0]), iters=60)
 
     def _model_xml(self) -> str:
-        return arm_xml()
+        return arm_xml(self.lamp)
 
     # ---- kinematics / controller ------------------------------------------------------
     def forward_ee(self, q: np.ndarray) -> np.ndarray:

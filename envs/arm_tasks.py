@@ -33,11 +33,12 @@ class _ArmGoalTask(ArmTask):
         image_size: int = 64,
         camera: str = "front",
         success_threshold: float = 0.04,
+        lamp: bool = True,
         render_mode: str | None = "rgb_array",
     ) -> None:
         self.success_threshold = float(success_threshold)
         self._goal = np.zeros(3)
-        super().__init__(image_size=image_size, camera=camera, render_mode=render_mode)
+        super().__init__(image_size=image_size, camera=camera, lamp=lamp, render_mode=render_mode)
 
     def _starts(self, rng: np.random.Generator, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         ee = self.check_option(options, "start", 3, WORK_LO, WORK_HI)

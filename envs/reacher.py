@@ -5,7 +5,10 @@ orthographic camera. Both joints are unlimited hinges driven by velocity servos,
 so the action is a joint-velocity command: ``a in [-1, 1]^2`` asks for
 ``MAX_SPEED * a`` rad/s (servo time constant ~0.03 s, one env step = 0.1 s).
 Links have distinct colours and lengths so that a configuration is identifiable
-from pixels.
+from pixels. With ``lamps`` (default) the room is dim and the elbow and the tip carry
+orange and blue downward spotlights: their pools of light move much of the frame when
+the arm moves, where the links alone cover ~5 % of the pixels (too little signal for
+a 64x64 encoder's pooled latents; see .notes/task_results.md).
 
 Proprio: ``(cos q1, sin q1, cos q2, sin q2, dq1, dq2)``.
 distance: Euclidean norm of the wrapped joint errors (rad).
@@ -37,6 +40,7 @@ class ReacherEnv(GoalTask):
         camera: ``"top"`` (orthographic, whole arm workspace).
         min_goal_dist: minimum max-abs wrapped joint difference between start and goal.
         success_threshold: per-joint tolerance in rad.
+        lamps: coloured spotlights at the elbow and the tip (see module docstring).
     reset options: ``{"start": [q1, q2], "goal": [q1, q2]}`` (either may be omitted).
     """
 
@@ -49,16 +53,26 @@ class ReacherEnv(GoalTask):
         camera: str = "top",
         min_goal_dist: float = 0.5,
         success_threshold: float = 0.05,
+        lamps: bool = True,
         render_mode: str | None = "rgb_array",
     ) -> None:
         if not 0.0 <= min_goal_dist < np.pi:
             raise ValueError(f"min_goal_dist={min_goal_dist}: must be in [0, pi)")
         self.min_goal_dist = float(min_goal_dist)
         self.success_threshold = float(success_threshold)
+        self.lamps = bool(lamps)
         self._goal_q = np.zeros(2)
         super().__init__(image_size=image_size, camera=camera, frame_skip=10, render_mode=render_mode)
 
     def _model_xml(self) -> str:
+        if self.lamps:  # dim room, coloured downward spotlights at the elbow and the tip
+            headlight = '<headlight ambient="0.3 0.3 0.3" diffuse="0.1 0.1 0.1" specular="0 0 0"/>'
+            lamp = ('<light name="lamp_{0}" pos="{1} 0 0.4" dir="0 0 -1" cutoff="60" exponent="3" '
+                    'diffuse="{2}" specular="0 0 0" attenuation="1 0 0" castshadow="false"/>')
+            elbow_lamp, tip_lamp = lamp.format("elbow", 0.0, "0.9 0.45 0.1"), lamp.format("tip", L2, "0.2 0.5 1.0")
+        else:
+            headlight = '<headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/>'
+            elbow_lamp = tip_lamp = ""
         return f"""
 <mujoco model="reacher">
   <option timestep="0.01" gravity="0 0 0" integrator="implicitfast"/>
@@ -67,16 +81,18 @@ class ReacherEnv(GoalTask):
     <joint type="hinge" axis="0 0 1" limited="false" armature="0.02" damping="0.05"/>
     <velocity kv="20" ctrlrange="-{MAX_SPEED} {MAX_SPEED}" ctrllimited="true"/>
   </default>
-  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
+  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/>{headlight}</visual>
   <worldbody>
-    <geom name="floor" type="plane" size="{ARENA} {ARENA} 0.1" rgba="0.85 0.85 0.8 1"/>
+    <geom name="floor" type="plane" size="{ARENA} {ARENA} 0.02" rgba="0.85 0.85 0.8 1"/>
     <geom name="base" type="cylinder" pos="0 0 0.02" size="0.07 0.02" rgba="0.2 0.2 0.2 1"/>
     <body name="link1" pos="0 0 0.05">
       <joint name="j1"/>
-      <geom name="link1" type="capsule" fromto="0 0 0 {L1} 0 0" size="0.055" density="300" rgba="0.15 0.3 0.8 1"/>
+      <geom name="link1" type="capsule" fromto="0 0 0 {L1} 0 0" size="0.07" density="300" rgba="0.15 0.3 0.8 1"/>
       <body name="link2" pos="{L1} 0 0.01">
         <joint name="j2"/>
-        <geom name="link2" type="capsule" fromto="0 0 0 {L2} 0 0" size="0.045" density="300" rgba="0.1 0.65 0.25 1"/>
+        {elbow_lamp}
+        {tip_lamp}
+        <geom name="link2" type="capsule" fromto="0 0 0 {L2} 0 0" size="0.06" density="300" rgba="0.1 0.65 0.25 1"/>
         <geom name="tip" type="sphere" pos="{L2} 0 0.01" size="0.07" density="100" rgba="0.9 0.15 0.1 1"/>
         <site name="tip" pos="{L2} 0 0"/>
       </body>

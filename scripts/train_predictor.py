@@ -96,7 +96,7 @@ def train(cfg: DictConfig) -> dict:
     env_adim = int(cache.actions.shape[-1])
     pdim = int(cache.proprio.shape[-1]) if cache.proprio.dim() == 2 else 0
     use_proprio = bool(cfg.use_proprio) and pdim > 0
-    stats = compute_stats(cache, tpos, fs, use_proprio, latent_norm=bool(cfg.latent_norm))
+    stats = compute_stats(cache, tpos, fs, use_proprio, latent_norm=cfg.latent_norm)
 
     # ---- model ----------------------------------------------------------------------------
     N, D = cache.latents.shape[1:]

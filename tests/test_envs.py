@@ -120,6 +120,23 @@ def test_reacher_options_and_wrapping():
         env.reset(options={"goal": [1.0]})
 
 
+@pytest.mark.parametrize("env_id,lamp_kw,opts", [
+    ("wmplan/Reacher-v0", "lamps", {"start": [0.0, 0.0], "goal": [2.0, -1.5]}),
+    ("wmplan/ArmReach-v0", "lamp", {"start": [0.3, -0.2, 0.1], "goal": [0.45, 0.2, 0.2]}),
+])
+def test_lamps_spread_the_agent_over_the_frame(env_id, lamp_kw, opts):
+    """The lamps exist so that a configuration change moves much of the image, not only the
+    few pixels of a thin link: far more pixels differ between start and goal with them."""
+    changed = {}
+    for lamp in (False, True):
+        env = gym.make(env_id, **{lamp_kw: lamp})
+        obs, info = env.reset(seed=0, options=opts)
+        diff = np.abs(obs["pixels"].astype(int) - info["goal_image"].astype(int)).max(-1)
+        changed[lamp] = float((diff > 10).mean())
+        env.close()
+    assert changed[True] > 3 * changed[False] and changed[True] > 0.3, changed
+
+
 def test_push_t_options_and_success():
     env = make("wmplan/PushT-v0")
     u = env.unwrapped

@@ -191,6 +191,11 @@ def test_latent_standardisation_stats_sampler_and_model(tmp_path):
     assert st.latent_mean.shape == st.latent_std.shape == (4, 24)
     torch.testing.assert_close(st.latent_mean, c.latents.mean(0))
     assert bool((st.latent_std >= 0.1 * c.latents.std(0, unbiased=False).mean() - 1e-6).all())  # floored
+    g = compute_stats(c, [0, 1, 2], 1, True, latent_norm="global")
+    torch.testing.assert_close(g.latent_mean, st.latent_mean)
+    assert g.latent_std.unique().numel() == 1  # one scale: energy geometry unchanged up to scale
+    with pytest.raises(ValueError, match="latent_norm"):
+        compute_stats(c, [0, 1, 2], 1, True, latent_norm="channel")
     s = WindowSampler(c, [0, 1, 2], 1, 9, st, True, torch.device("cpu"))
     w = s.gather(torch.arange(len(s)))  # one 9-frame window per episode = every frame, once
     lat = w.latents.flatten(0, 1)
@@ -226,7 +231,7 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_train_script_smoke_and_resume(tmp_path):
     make_dataset(tmp_path / "ds", n_eps=6, T=20)
     save_encoder(tiny_encoder(), tmp_path / "enc.pt")
-    run_train(tmp_path, "steps=4", "ckpt_every=2", "latent_norm=true")
+    run_train(tmp_path, "steps=4", "ckpt_every=2", "latent_norm=dim")
     out = tmp_path / "run"
     wm = WorldModel.load(out / "world_model.pt")
     assert wm.frameskip == 2 and wm.action_dim == 4 and wm.proprio_dim == P and wm.pool_k == 2
@@ -240,7 +245,7 @@ def test_train_script_smoke_and_resume(tmp_path):
     assert max(steps) == 4
     assert (out / "latent_cache.pt").is_file() and not (tmp_path / "outputs").exists()
     # rerun with more steps: resumes, reuses the latent cache, continues the log
-    p = run_train(tmp_path, "steps=6", "ckpt_every=2", "latent_norm=true")
+    p = run_train(tmp_path, "steps=6", "ckpt_every=2", "latent_norm=dim")
     assert "resuming from step 4" in p.stdout and "reusing latent cache" in p.stdout
     steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 6 and steps.count(5) == 1

@@ -53,13 +53,20 @@ class Stats:
 
 
 def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_proprio: bool,
-                  latent_norm: bool = False) -> Stats:
+                  latent_norm: str | bool | None = None) -> Stats:
     """Per-dimension mean/std over the given cached episodes (by cache position).
 
-    With ``latent_norm`` the latents are standardised too. Layer-normed latents of a small
-    moving object (a thin arm) vary by ~0.03 around a large constant part; standardising
-    makes the predictor's targets and the goal energy see that variation at unit scale.
+    ``latent_norm`` also standardises the latents: ``"global"`` subtracts the per-dimension
+    mean and divides by one scalar (the mean per-dimension std), which leaves goal-energy
+    geometry unchanged up to scale; ``"dim"`` (or True) divides each token/channel by its
+    own std, which also re-weights channels in the energy. Layer-normed latents of a small
+    moving object vary by ~0.03 around a large constant part; either mode puts that
+    variation at unit scale for the predictor.
     """
+    if latent_norm is True:
+        latent_norm = "dim"
+    if latent_norm not in (None, False, "none", "global", "dim"):
+        raise ValueError(f"latent_norm={latent_norm!r}: must be none, global or dim")
     ao, fo = cache.action_offsets, cache.frame_offsets
     acts = torch.cat([cache.actions[ao[e]:ao[e + 1]] for e in positions]).double()
     am, asd = acts.mean(0), acts.std(0, unbiased=False).clamp_min(STD_FLOOR)
@@ -68,9 +75,11 @@ def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_
         prop = torch.cat([cache.proprio[fo[e]:fo[e + 1]] for e in positions]).double()
         pm, psd = prop.mean(0).float(), prop.std(0, unbiased=False).clamp_min(STD_FLOOR).float()
     lm = lsd = None
-    if latent_norm:
+    if latent_norm in ("global", "dim"):
         lat = torch.cat([cache.latents[fo[e]:fo[e + 1]] for e in positions]).double()  # [F, N, D]
         lm, lsd = lat.mean(0), lat.std(0, unbiased=False)
+        if latent_norm == "global":
+            lsd = torch.full_like(lsd, float(lsd.mean()) + 1e-8)
         lsd = lsd.clamp_min(LATENT_STD_REL_FLOOR * float(lsd.mean()) + 1e-8)
         lm, lsd = lm.float(), lsd.float()
     return Stats(am.float().repeat(frameskip), asd.float().repeat(frameskip), pm, psd, lm, lsd)
