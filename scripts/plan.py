@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import hydra
+from hydra.core.hydra_config import HydraConfig
 import imageio.v2 as imageio
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from worldmodel.utils import ProgressBar, atomic_write_bytes, resolve_device, se
 from worldmodel.world_model import WorldModel
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "worldmodel" / "pretrained"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def resolve_model_path(spec: str) -> Path:
@@ -39,6 +41,22 @@ def resolve_model_path(spec: str) -> Path:
             raise FileNotFoundError(f"world_model={spec!r}: no {path}; bundled models: {have}")
         return path
     return Path(spec)
+
+
+def task_energy(cfg: DictConfig, cli_overrides: list[str]) -> dict:
+    """The energy config: ``energy=<name>`` from the command line wins; otherwise the task's
+    ``env.plan.energy`` (a file in configs/energy/) when it names one; otherwise ``cfg.energy``.
+    ``energy.<field>=...`` command-line overrides are applied on top in every case."""
+    name = cfg.env.plan.get("energy")
+    chose = any(o.lstrip("+~").split("=", 1)[0] == "energy" for o in cli_overrides)
+    if name is None or chose:
+        return OmegaConf.to_container(cfg.energy, resolve=True)
+    path = CONFIGS / "energy" / f"{name}.yaml"
+    if not path.is_file():
+        have = sorted(q.stem for q in (CONFIGS / "energy").glob("*.yaml"))
+        raise ValueError(f"configs/env (env.plan.energy={name!r}): no file {path}; energies: {have}")
+    dotted = [o.lstrip("+")[len("energy."):] for o in cli_overrides if o.lstrip("+").startswith("energy.")]
+    return OmegaConf.to_container(OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(dotted)), resolve=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -73,14 +91,16 @@ def main(cfg: DictConfig) -> None:
     env_kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True)
     if wm.meta.get("env_id") not in (None, cfg.env.id):
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
-    energy = build_energy(OmegaConf.to_container(cfg.energy, resolve=True))
+    energy_cfg = task_energy(cfg, list(HydraConfig.get().overrides.task))
+    energy = build_energy(energy_cfg)
     planner = build_planner(OmegaConf.to_container(cfg.planner, resolve=True), energy=energy)
     replan_every = int(cfg.replan_every) if cfg.replan_every is not None else wm.frameskip
     seeds = [int(cfg.seed) + i for i in range(int(cfg.episodes))]
     n_envs = max(1, min(int(cfg.num_envs), len(seeds)))
     env_list = [gym.make(cfg.env.id, disable_env_checker=True, **env_kwargs) for _ in range(n_envs)]
     print(f"[plan] {cfg.env.id}: {len(seeds)} episodes, {n_envs} envs per batched plan, world model {model_path} "
-          f"({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), planner {cfg.planner.name}, device {device}")
+          f"({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), planner {cfg.planner.name}, "
+          f"energy {json.dumps(energy_cfg.get('goal', {}))}, device {device}")
 
     bar = ProgressBar(total=len(seeds), desc="[plan] episodes")
     n_ok = 0
@@ -131,6 +151,7 @@ def main(cfg: DictConfig) -> None:
         "seeds": seeds,
         "device": str(device),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "energy": energy_cfg,  # what was used (may come from env.plan.energy, see task_energy)
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     write_json(out / "summary.json", summary)
