@@ -9,6 +9,11 @@
 # Knobs via environment variables: ENC_STEPS (1200), PRED_STEPS (3000), LATENT_NORM (dim),
 # PLAN_EPISODES (50), THREADS (1; one thread per process is fastest on a shared CPU).
 set -euo pipefail
+if [[ $# -eq 0 || "$1" == "-h" || "$1" == "--help" ]]; then
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    ls configs/env 2>/dev/null | sed 's/\.yaml$//' | tr '\n' ' ' | sed 's/^/ENV is one of: /'; echo
+    exit $(( $# == 0 ? 2 : 0 ))
+fi
 ENV=${1:?usage: reproduce_task.sh ENV [EPISODES] [plan overrides...]}
 EPISODES=${2:-600}
 shift $(( $# >= 2 ? 2 : 1 ))
