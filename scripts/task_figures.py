@@ -84,6 +84,24 @@ def frame_costs(env_id: str, frames: int, image_size: int, chunk: int = 25) -> d
     }
 
 
+def gallery(tasks: list[str], path: str, seed: int, scale: int = 2) -> None:
+    """One column per task: first observation (top) over goal image (bottom), seed ``seed``."""
+    import imageio.v2 as imageio
+
+    cols = []
+    for env_id in tasks:
+        env = gym.make(env_id, disable_env_checker=True)
+        obs, info = env.reset(seed=seed)
+        px = obs["pixels"]
+        cols.append(np.concatenate([px, np.full_like(px[:2], 255), info["goal_image"]], 0))
+        env.close()
+    sep = np.full_like(cols[0][:, :2], 255)
+    grid = np.concatenate([x for c in cols for x in (c, sep)][:-1], 1)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    imageio.imwrite(path, grid.repeat(scale, 0).repeat(scale, 1))
+    print(f"[task_figures] wrote {path} (columns: {', '.join(tasks)}; start above goal)")
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="task_figures")
 def main(cfg: DictConfig) -> None:
     tasks = list(cfg.tasks) if cfg.tasks else sorted(envs.TASKS)
@@ -103,6 +121,8 @@ def main(cfg: DictConfig) -> None:
               f"{r['render_ms']:.2f} ({r['render_ms_best']:.2f}) | {r['step_wo_render_ms']:.2f} |")
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     Path(cfg.out).write_text(json.dumps(rows, indent=2))
+    if cfg.gallery:
+        gallery(tasks, cfg.gallery, cfg.seed)
 
 
 if __name__ == "__main__":

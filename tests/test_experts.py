@@ -70,3 +70,26 @@ def test_grasp_lift_hold_and_drop():
     for _ in range(20):  # open: it drops onto the table
         u.step(np.array([0.0, 0.0, 0.0, -1.0], np.float32))
     assert not u.holding() and u.cube_pos()[2] == pytest.approx(CUBE_HALF, abs=0.003)
+
+
+def test_task_figures_script(tmp_path):
+    """CleanRL-style smoke run of scripts/task_figures.py: the expert figure, frame costs and
+    the start/goal gallery (one 64-px column per task, start above goal)."""
+    import json
+
+    import imageio.v2 as imageio
+
+    from tests.conftest import run_script
+
+    out, gal = tmp_path / "tf.json", tmp_path / "gallery.png"
+    run_script("task_figures.py", "tasks=[wmplan/Reacher-v0,wmplan/PointMaze-v0]", "episodes=2", "frames=25",
+               f"out={out}", f"gallery={gal}")
+    rows = json.loads(out.read_text())
+    assert set(rows) == {"wmplan/Reacher-v0", "wmplan/PointMaze-v0"}
+    assert rows["wmplan/Reacher-v0"]["success_any"] == 1.0 and rows["wmplan/Reacher-v0"]["render_ms"] > 0
+    img = imageio.imread(gal)
+    assert img.shape[:2] == (2 * (64 * 2 + 2), 2 * (2 * 64 + 2))  # scale 2: (start+sep+goal) x (2 cols + sep)
+    env = gym.make("wmplan/Reacher-v0")
+    obs, info = env.reset(seed=0)
+    assert np.array_equal(img[: 128 : 2, : 128 : 2, :3], obs["pixels"])  # first column top = Reacher's start
+    assert np.array_equal(img[132::2, :128:2, :3], info["goal_image"])
