@@ -1,4 +1,4 @@
-"""wmplan MuJoCo tasks. ``import envs`` registers every ``wmplan/*`` gymnasium id."""
+"""wmplan MuJoCo tasks. ``import wmplan.envs`` registers every ``wmplan/*`` gymnasium id."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # headless by default, before mujoco 
 
 import gymnasium as gym  # noqa: E402
 
-from envs.base import GoalTask  # noqa: E402
+from .base import GoalTask  # noqa: E402
 
 # id -> (entry point, max_episode_steps)
 TASKS: dict[str, tuple[str, int]] = {
-    "wmplan/PointMaze-v0": ("envs.point_maze:PointMazeEnv", 100),
-    "wmplan/Reacher-v0": ("envs.reacher:ReacherEnv", 50),
-    "wmplan/PushT-v0": ("envs.push_t:PushTEnv", 200),
-    "wmplan/ArmReach-v0": ("envs.arm_tasks:ArmReachEnv", 50),
-    "wmplan/ArmPush-v0": ("envs.arm_tasks:ArmPushEnv", 100),
-    "wmplan/ArmPickPlace-v0": ("envs.arm_tasks:ArmPickPlaceEnv", 100),
+    "wmplan/PointMaze-v0": ("wmplan.envs.point_maze:PointMazeEnv", 100),
+    "wmplan/Reacher-v0": ("wmplan.envs.reacher:ReacherEnv", 50),
+    "wmplan/PushT-v0": ("wmplan.envs.push_t:PushTEnv", 200),
+    "wmplan/ArmReach-v0": ("wmplan.envs.arm_tasks:ArmReachEnv", 50),
+    "wmplan/ArmPush-v0": ("wmplan.envs.arm_tasks:ArmPushEnv", 100),
+    "wmplan/ArmPickPlace-v0": ("wmplan.envs.arm_tasks:ArmPickPlaceEnv", 100),
 }
 
 

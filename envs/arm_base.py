@@ -27,7 +27,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.base import GoalTask
+from .base import GoalTask
 
 MAX_DELTA = 0.03  # m of commanded end-effector motion per step at |d| = 1
 MAX_LEAD = 0.06  # the commanded point stays within this of the actual end effector

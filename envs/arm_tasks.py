@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from envs.arm_base import CUBE_HALF, FINGER_MAX, HOME_EE, WORK_HI, WORK_LO, ArmTask
+from .arm_base import CUBE_HALF, FINGER_MAX, HOME_EE, WORK_HI, WORK_LO, ArmTask
 
 EE_LO, EE_HI = np.array([0.25, -0.25, 0.08]), np.array([0.55, 0.25, 0.32])  # start / reach-goal box
 CUBE_LO, CUBE_HI = np.array([0.3, -0.2]), np.array([0.55, 0.2])  # cube start / push-goal area

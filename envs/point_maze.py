@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import GoalTask
+from .base import GoalTask
 
 WALL_HALF = 0.4  # half-length of the central wall (gaps of 0.6 on either side)
 WALL_THICK = 0.05  # half-thickness

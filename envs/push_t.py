@@ -24,8 +24,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from envs.base import GoalTask
-from envs.push_t_expert import PushTExpert, t_boxes, wrap_angle
+from .base import GoalTask
+from .push_t_expert import PushTExpert, t_boxes, wrap_angle
 
 ARENA = 1.0  # interior half-width
 MAX_SPEED = 1.0  # pusher speed at |a| = 1

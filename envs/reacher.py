@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.base import GoalTask
+from .base import GoalTask
 
 MAX_SPEED = 3.0  # rad/s at |a| = 1
 L1, L2 = 0.45, 0.35  # link lengths

@@ -6,8 +6,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers wmplan/* ids in worker processes)
-from envs.policies import make_policy
+# importing this module runs wmplan.envs/__init__, which registers the wmplan/* ids in worker processes
+from .policies import make_policy
 
 _ENV_CACHE: dict[tuple, gym.Env] = {}
 

@@ -3,12 +3,12 @@ world model, composable energies, and the MPC runner.
 
 Public API::
 
-    from planners import build_planner, build_energy, PlanContext, Goal, run_mpc
+    from wmplan.planners import build_planner, build_energy, PlanContext, Goal, run_mpc
     planner = build_planner({"name": "cem", "samples": 256, "horizon": 8},
                             energy={"goal": {"weight": 1.0, "metric": "l1"}})
     result = planner.plan(world_model, PlanContext(z_ctx), Goal(z_goal), generator=gens)
 """
-from planners.base import (
+from .base import (
     Goal,
     PlanContext,
     Planner,
@@ -19,8 +19,8 @@ from planners.base import (
     WorldModelLike,
     shift_actions,
 )
-from planners.registry import ENERGIES, PLANNERS, build_energy, build_planner, register_energy, register_planner
-from planners.energies import (
+from .registry import ENERGIES, PLANNERS, build_energy, build_planner, register_energy, register_planner
+from .energies import (
     ActionMagnitude,
     ActionSmoothness,
     CompositeEnergy,
@@ -29,11 +29,11 @@ from planners.energies import (
     GoalEnergy,
     JEPAResidual,
 )
-from planners.cem import CEMConfig, CEMPlanner
-from planners.mppi import MPPIConfig, MPPIPlanner
-from planners.gradient import GradientConfig, GradientPlanner
-from planners.random_shooting import RandomShootingConfig, RandomShootingPlanner
-from planners.mpc import EpisodeResult, run_mpc
+from .cem import CEMConfig, CEMPlanner
+from .mppi import MPPIConfig, MPPIPlanner
+from .gradient import GradientConfig, GradientPlanner
+from .random_shooting import RandomShootingConfig, RandomShootingPlanner
+from .mpc import EpisodeResult, run_mpc
 
 __all__ = [
     "Goal", "PlanContext", "Planner", "PlannerConfig", "PlanResult", "Rollout", "TeacherForcedModel",

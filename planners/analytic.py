@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from planners.base import Rollout
+from .base import Rollout
 
 
 class LinearLatentWorldModel:

@@ -143,7 +143,7 @@ class Planner(ABC):
     config_cls: ClassVar[type[PlannerConfig]] = PlannerConfig
 
     def __init__(self, config: PlannerConfig | None = None, energy: Any = None):
-        from planners.energies import GoalEnergy  # local import: energies import base
+        from .energies import GoalEnergy  # local import: energies import base
 
         self.config = config if config is not None else self.config_cls()
         self.energy = energy if energy is not None else GoalEnergy()
@@ -210,7 +210,7 @@ class Planner(ABC):
 
     def _project(self, actions: Tensor, low: Tensor, high: Tensor) -> Tensor:
         """Project [...,A] onto the configured constraint set (always ends inside the box)."""
-        from planners.constraints import project_actions
+        from .constraints import project_actions
 
         c = self.config
         return project_actions(actions, low, high, c.constraint, c.l1_radius, c.l1_group)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from planners.base import box_centre
+from .base import box_centre
 
 
 def project_l1_ball(v: Tensor, radius: float) -> Tensor:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from planners.base import (
+from .base import (
     GeneratorArg,
     Goal,
     PlanContext,
@@ -40,7 +40,7 @@ from planners.base import (
     half_range,
     make_uniform,
 )
-from planners.registry import register_planner
+from .registry import register_planner
 
 
 @dataclass

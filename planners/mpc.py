@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from planners.base import Goal, PlanContext, Planner, WorldModelLike
+from .base import Goal, PlanContext, Planner, WorldModelLike
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planners.base import (
+from .base import (
     GeneratorArg,
     Goal,
     PlanContext,
@@ -25,8 +25,8 @@ from planners.base import (
     half_range,
     make_noise,
 )
-from planners.noise import colour_noise
-from planners.registry import register_planner
+from .noise import colour_noise
+from .registry import register_planner
 
 
 @dataclass

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from planners.base import (
+from .base import (
     GeneratorArg,
     Goal,
     PlanContext,
@@ -20,7 +20,7 @@ from planners.base import (
     make_noise,
     make_uniform,
 )
-from planners.registry import register_planner
+from .registry import register_planner
 
 
 @dataclass

@@ -49,9 +49,9 @@ def build_energy(cfg: Any) -> Any:
     can appear twice). Terms with weight 0 are dropped (they would only cost compute).
     An Energy instance is returned unchanged; None gives the default L1 last-step goal energy.
     """
-    import planners  # noqa: F401  (populates the registries)
-    from planners.base import to_plain
-    from planners.energies import CompositeEnergy, Energy, GoalEnergy
+    from .. import planners  # noqa: F401  (populates the registries)
+    from .base import to_plain
+    from .energies import CompositeEnergy, Energy, GoalEnergy
 
     if cfg is None:
         return GoalEnergy()
@@ -85,8 +85,8 @@ def build_planner(cfg: Any, energy: Any = None) -> Any:
     ``energy``: an Energy or an energy config mapping; when None the planner config's own
     ``energy`` entry is used, else the default goal energy. Unknown fields raise ValueError.
     """
-    import planners  # noqa: F401
-    from planners.base import dataclass_from_dict, to_plain
+    from .. import planners  # noqa: F401
+    from .base import dataclass_from_dict, to_plain
 
     cfg = dict(to_plain(cfg))
     name = cfg.pop("name", None)

@@ -40,11 +40,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-from planners import Goal, PlanContext, Rollout, build_planner  # noqa: E402
-from worldmodel.predictor import ACPredictor, ACPredictorConfig  # noqa: E402
-from worldmodel.utils import resolve_device, seed_everything  # noqa: E402
+from wmplan.planners import Goal, PlanContext, Rollout, build_planner
+from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
+from wmplan.worldmodel.utils import resolve_device, seed_everything
 
 # Dense peak FLOP/s by device name fragment: (fp32 non-tensor-core, bf16 tensor-core).
 PEAK_FLOPS = {"H100": (67e12, 989e12), "H200": (67e12, 989e12), "A100": (19.5e12, 312e12)}
@@ -123,7 +121,7 @@ def peak_mem_mb(dev: torch.device) -> float:
 def build_model(cfg: DictConfig, size: DictConfig, dev: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """(model with .rollout(..., use_cache=), action_low [A], action_high [A])."""
     if cfg.world_model_path:
-        from worldmodel.world_model import WorldModel
+        from wmplan.worldmodel.world_model import WorldModel
 
         wm = WorldModel.load(cfg.world_model_path, device=dev)
         if wm.proprio_dim is not None:

@@ -16,15 +16,15 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from envs.rollout import collect_episode
-from worldmodel.data import DatasetError, Episode, EpisodeDataset, read_meta, write_episode, write_meta
-from worldmodel.utils import ProgressBar
+from wmplan.envs.rollout import collect_episode
+from wmplan.worldmodel.data import DatasetError, Episode, EpisodeDataset, read_meta, write_episode, write_meta
+from wmplan.worldmodel.utils import ProgressBar
 
 
 def dataset_meta(cfg: DictConfig) -> dict:
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
 
     env = gym.make(cfg.env.id, disable_env_checker=True, **cfg.env.kwargs)
     space = env.action_space

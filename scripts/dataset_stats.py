@@ -17,8 +17,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from worldmodel.data import DatasetError, EpisodeDataset
-from worldmodel.utils import atomic_write_bytes
+from wmplan.worldmodel.data import DatasetError, EpisodeDataset
+from wmplan.worldmodel.utils import atomic_write_bytes
 
 
 class RunningStats:

@@ -22,25 +22,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import envs  # noqa: F401  (registers wmplan/* ids)
-from planners import build_energy, build_planner, run_mpc
-from worldmodel.utils import ProgressBar, atomic_write_bytes, resolve_device, seed_everything
-from worldmodel.world_model import WorldModel
+import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
+from wmplan.planners import build_energy, build_planner, run_mpc
+from wmplan.worldmodel.utils import ProgressBar, atomic_write_bytes, resolve_device, seed_everything
+from wmplan.worldmodel.pretrained_models import resolve_model_path
+from wmplan.worldmodel.world_model import WorldModel
 
-PRETRAINED = Path(__file__).resolve().parents[1] / "worldmodel" / "pretrained"
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def resolve_model_path(spec: str) -> Path:
-    """``pretrained:<name>`` -> the file shipped in worldmodel/pretrained/, else a path."""
-    if spec.startswith("pretrained:"):
-        name = spec.split(":", 1)[1]
-        path = PRETRAINED / f"{name}.pt"
-        if not path.is_file():
-            have = sorted(p.stem for p in PRETRAINED.glob("*.pt"))
-            raise FileNotFoundError(f"world_model={spec!r}: no {path}; bundled models: {have}")
-        return path
-    return Path(spec)
 
 
 def task_energy(cfg: DictConfig, cli_overrides: list[str]) -> dict:

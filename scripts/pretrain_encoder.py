@@ -20,12 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from worldmodel.data import EpisodeDataset
-from worldmodel.masks import MaskSpec, sample_masks
-from worldmodel.utils import (CheckpointError, ProgressBar, atomic_save, atomic_write_bytes, load_checkpoint,
+from wmplan.worldmodel.data import EpisodeDataset
+from wmplan.worldmodel.masks import MaskSpec, sample_masks
+from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, atomic_save, atomic_write_bytes, load_checkpoint,
                               resolve_device, seed_everything)
-from worldmodel.vit import ViTConfig, save_encoder
-from worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
+from wmplan.worldmodel.vit import ViTConfig, save_encoder
+from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
 log = logging.getLogger("pretrain_encoder")
 STATE_KIND = "wmplan-pretrain-state"

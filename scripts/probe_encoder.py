@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.data import EpisodeDataset
-from worldmodel.probe import encode_features, fit_ridge, r2_score
-from worldmodel.utils import atomic_write_bytes, resolve_device
-from worldmodel.vit import VisionTransformer, load_encoder
+from wmplan.worldmodel.data import EpisodeDataset
+from wmplan.worldmodel.probe import encode_features, fit_ridge, r2_score
+from wmplan.worldmodel.utils import atomic_write_bytes, resolve_device
+from wmplan.worldmodel.vit import VisionTransformer, load_encoder
 
 log = logging.getLogger("probe_encoder")
 

@@ -20,9 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-import envs
-
-
+from wmplan import envs
 def expert_success(env_id: str, episodes: int, seed: int, image_size: int) -> dict[str, float]:
     """Success of the noise-free expert over seeded episodes of the registered length."""
     env = gym.make(env_id, disable_env_checker=True, image_size=image_size)

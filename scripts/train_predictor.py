@@ -17,13 +17,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
-from worldmodel.data import EpisodeDataset
-from worldmodel.latent_cache import build_latent_cache
-from worldmodel.predictor import ACPredictor, ACPredictorConfig
-from worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint, resolve_device, seed_everything
-from worldmodel.vit import load_encoder
-from worldmodel.world_model import WorldModel
+from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
+from wmplan.worldmodel.data import EpisodeDataset
+from wmplan.worldmodel.latent_cache import build_latent_cache
+from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
+from wmplan.worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint, resolve_device, seed_everything
+from wmplan.worldmodel.vit import load_encoder
+from wmplan.worldmodel.world_model import WorldModel
 
 STATE_KIND = "wmplan-predictor-train-state"
 # Changing these invalidates a resume point (different data or objective shape).

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT, run_script
-from worldmodel.data import DatasetError, Episode, EpisodeDataset, episode_path, write_episode, write_meta
+from wmplan.worldmodel.data import DatasetError, Episode, EpisodeDataset, episode_path, write_episode, write_meta
 
 
 def _episode(T: int = 5, rng=np.random.default_rng(0)) -> Episode:

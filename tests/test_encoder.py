@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.masks import DEFAULT_SPECS, MaskSpec, sample_masks
-from worldmodel.probe import fit_ridge, r2_score
-from worldmodel.utils import CheckpointError, atomic_save
-from worldmodel.vit import ViTConfig, VisionTransformer, load_encoder, save_encoder, token_positions
-from worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
+from wmplan.worldmodel.masks import DEFAULT_SPECS, MaskSpec, sample_masks
+from wmplan.worldmodel.probe import fit_ridge, r2_score
+from wmplan.worldmodel.utils import CheckpointError, atomic_save
+from wmplan.worldmodel.vit import ViTConfig, VisionTransformer, load_encoder, save_encoder, token_positions
+from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(img_size=32, patch_size=8, tubelet=2, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from planners import (
+from wmplan.planners import (
     ActionMagnitude,
     ActionSmoothness,
     CompositeEnergy,
@@ -102,7 +102,7 @@ def test_ensemble_disagreement():
 
 def test_ensemble_disagreement_from_linear_heads():
     """Zero when all heads agree; grows with the spread of the heads."""
-    from planners.analytic import LinearLatentWorldModel
+    from wmplan.planners.analytic import LinearLatentWorldModel
 
     ctx = torch.zeros(1, 1, 1, 2)
     acts = torch.ones(1, 3, 2)

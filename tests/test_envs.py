@@ -14,7 +14,7 @@ import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
 
-import envs
+from wmplan import envs
 from tests.conftest import ROOT
 
 TASK_IDS = sorted(envs.TASKS)
@@ -213,7 +213,7 @@ def test_dataset_stats_script(tiny_dataset):
     import json
 
     from tests.conftest import run_script
-    from worldmodel.data import EpisodeDataset
+    from wmplan.worldmodel.data import EpisodeDataset
 
     proc = run_script("dataset_stats.py", f"data_dir={tiny_dataset}", timeout=120)
     assert "episodes  6" in proc.stdout and "success" in proc.stdout and "policies" in proc.stdout
@@ -235,7 +235,7 @@ def test_dataset_stats_script(tiny_dataset):
 
 def test_dataset_stats_errors(tmp_path):
     from scripts.dataset_stats import dataset_stats
-    from worldmodel.data import DatasetError, write_meta
+    from wmplan.worldmodel.data import DatasetError, write_meta
 
     with pytest.raises(DatasetError, match="meta.json"):
         dataset_stats(tmp_path)

@@ -9,9 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from envs.arm_base import CUBE_HALF
-from envs.policies import NoisyExpertPolicy
+from wmplan import envs
+from wmplan.envs.arm_base import CUBE_HALF
+from wmplan.envs.policies import NoisyExpertPolicy
 
 SEEDS = (1000, 1001, 1002)  # not the 0..49 used for the reported figure
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldmodel.masks import LONG_RANGE, SHORT_RANGE, MaskSpec, sample_masks
+from wmplan.worldmodel.masks import LONG_RANGE, SHORT_RANGE, MaskSpec, sample_masks
 
 GT, GH, GW = 2, 8, 8
 L, S = GT * GH * GW, GH * GW

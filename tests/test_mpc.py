@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from planners import EpisodeResult, PlanResult, Planner, build_planner, run_mpc
-from planners.analytic import LinearLatentWorldModel
+from wmplan.planners import EpisodeResult, PlanResult, Planner, build_planner, run_mpc
+from wmplan.planners.analytic import LinearLatentWorldModel
 
 SIZE = 24
 EXTENT = 1.2  # the image spans [-EXTENT, EXTENT]^2

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import run_script
-from worldmodel.world_model import WorldModel
+from wmplan.worldmodel.world_model import WorldModel
 
 TINY_ENCODER = ["encoder.embed_dim=24", "encoder.depth=1", "encoder.num_heads=2", "jepa_predictor.dim=12",
                 "jepa_predictor.depth=1", "jepa_predictor.num_heads=2"]

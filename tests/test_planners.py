@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from planners import Goal, PlanContext, build_energy, build_planner, shift_actions
-from planners.analytic import LinearLatentWorldModel
-from planners.constraints import project_actions, project_l1_ball
+from wmplan.planners import Goal, PlanContext, build_energy, build_planner, shift_actions
+from wmplan.planners.analytic import LinearLatentWorldModel
+from wmplan.planners.constraints import project_actions, project_l1_ball
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -268,7 +268,7 @@ def test_compiled_step_matches_eager(name):
 
 
 def test_colour_noise():
-    from planners.noise import colour_noise
+    from wmplan.planners.noise import colour_noise
 
     white = torch.randn(4000, 16, 3, generator=torch.Generator().manual_seed(0))
     red = colour_noise(white, 2.0, dim=-2)

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from worldmodel.ac_training import Window, open_loop_errors, training_losses
-from worldmodel.pooling import pool_latents
-from worldmodel.predictor import ACPredictor, ACPredictorConfig
+from wmplan.worldmodel.ac_training import Window, open_loop_errors, training_losses
+from wmplan.worldmodel.pooling import pool_latents
+from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
 
 N, D, A, P = 4, 16, 4, 3
 
@@ -147,7 +147,7 @@ def test_cached_rollout_few_tokens_and_gradients():
 
 @pytest.mark.parametrize("chunk_tokens", [12, 60])  # 2 rows (part of an env) / 10 rows (2 envs)
 def test_cpu_chunked_rollout_matches_one_call(monkeypatch, chunk_tokens):
-    import worldmodel.predictor as predictor
+    import wmplan.worldmodel.predictor as predictor
 
     m = make_predictor(ensemble=2)
     B, S, H, Tc = 3, 5, 4, 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
+from wmplan.worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
 HEAD_DIM = 32  # chunk 10 per axis, 2 unrotated channels
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.data import Episode, EpisodeDataset, write_episode, write_meta
-from worldmodel.latent_cache import CACHE_NAME, build_latent_cache
-from worldmodel.predictor import ACPredictor, ACPredictorConfig
-from worldmodel.utils import CheckpointError, atomic_save
-from worldmodel.vit import ViTConfig, VisionTransformer, save_encoder
-from worldmodel.world_model import WorldModel
+from wmplan.worldmodel.data import Episode, EpisodeDataset, write_episode, write_meta
+from wmplan.worldmodel.latent_cache import CACHE_NAME, build_latent_cache
+from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
+from wmplan.worldmodel.utils import CheckpointError, atomic_save
+from wmplan.worldmodel.vit import ViTConfig, VisionTransformer, save_encoder
+from wmplan.worldmodel.world_model import WorldModel
 
 REPO = Path(__file__).resolve().parents[1]
 IMG, A_ENV, P, FS = 16, 2, 3, 2
@@ -161,7 +161,7 @@ def test_latent_cache_reuse_and_invalidation(tmp_path, capsys):
     assert c.actions.shape == (24, A_ENV) and c.proprio.shape == (27, P)
     ep = ds.load_episode(1)
     want = enc.encode(torch.from_numpy(ep.frames)[None])
-    from worldmodel.pooling import pool_latents
+    from wmplan.worldmodel.pooling import pool_latents
     torch.testing.assert_close(c.latents[9:18], pool_latents(want, enc.grid, 2)[0])
     mtime = (tmp_path / "out" / CACHE_NAME).stat().st_mtime_ns
     capsys.readouterr()
@@ -178,8 +178,8 @@ def test_latent_cache_reuse_and_invalidation(tmp_path, capsys):
 def test_latent_standardisation_stats_sampler_and_model(tmp_path):
     """latent_norm: train windows are standardised with train stats, and the saved model's
     encode() applies the same map, so planner latents match what the predictor learned on."""
-    from worldmodel.ac_training import WindowSampler, compute_stats
-    from worldmodel.pooling import pool_latents
+    from wmplan.worldmodel.ac_training import WindowSampler, compute_stats
+    from wmplan.worldmodel.pooling import pool_latents
 
     make_dataset(tmp_path / "ds", n_eps=3, T=8)
     ds = EpisodeDataset(tmp_path / "ds")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from worldmodel.latent_cache import LatentCache
-from worldmodel.predictor import ACPredictor
+from .latent_cache import LatentCache
+from .predictor import ACPredictor
 
 # Floor for per-dimension std: a (near-)constant action/proprio dim in the data must not
 # turn a planner's slightly different value into a huge normalised input.

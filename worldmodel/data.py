@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from worldmodel.utils import atomic_write_bytes
+from .utils import atomic_write_bytes
 
 EPISODE_KEYS = ("frames", "actions", "proprio", "states", "rewards", "success")
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.data import DatasetError, EpisodeDataset
-from worldmodel.pooling import pool_latents, pooled_grid
-from worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint
+from .data import DatasetError, EpisodeDataset
+from .pooling import pool_latents, pooled_grid
+from .utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint
 
 CACHE_KIND = "wmplan-latent-cache"
 CACHE_NAME = "latent_cache.pt"

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from worldmodel.kv_cache import CPU_BMM_MIN_MACS, CPU_CHUNK_TOKENS, KV, KVCache, attend_cached, row_chunks
-from worldmodel.rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
+from .kv_cache import CPU_BMM_MIN_MACS, CPU_CHUNK_TOKENS, KV, KVCache, attend_cached, row_chunks
+from .rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from worldmodel.pooling import pool_latents
-from worldmodel.vit import VisionTransformer
+from .pooling import pool_latents
+from .vit import VisionTransformer
 
 
 @torch.no_grad()

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldmodel.rope import apply_rope, rope_chunk, rope_cos_sin
-from worldmodel.utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
+from .rope import apply_rope, rope_chunk, rope_cos_sin
+from .utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
 
 ENCODER_KIND = "wmplan-encoder"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

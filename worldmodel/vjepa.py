@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from worldmodel.rope import rope_cos_sin
-from worldmodel.vit import Block, ViTConfig, VisionTransformer, gather_tokens, init_weights, token_positions
+from .rope import rope_cos_sin
+from .vit import Block, ViTConfig, VisionTransformer, gather_tokens, init_weights, token_positions
 
 
 class JEPAPredictor(nn.Module):

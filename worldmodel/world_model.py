@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from worldmodel.pooling import pool_latents, pooled_grid
-from worldmodel.predictor import ACPredictor, ACPredictorConfig, Rollout, head_disagreement
-from worldmodel.utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
-from worldmodel.vit import VisionTransformer, ViTConfig
+from .pooling import pool_latents, pooled_grid
+from .predictor import ACPredictor, ACPredictorConfig, Rollout, head_disagreement
+from .utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
+from .vit import VisionTransformer, ViTConfig
 
 WORLD_MODEL_KIND = "wmplan-world-model"
 _REQUIRED = ("encoder", "predictor", "pool_k", "frameskip", "stats", "action_low", "action_high", "meta")

@@ -2,10 +2,10 @@
 
 All terms see M rollout rows (M = B*S inside a planner); ``goal`` is already broadcast to M.
 """
-from planners.energies.base import CompositeEnergy, Energy
-from planners.energies.goal import GoalEnergy
-from planners.energies.action import ActionMagnitude, ActionSmoothness
-from planners.energies.world import EnsembleDisagreement, JEPAResidual
+from ..energies.base import CompositeEnergy, Energy
+from ..energies.goal import GoalEnergy
+from ..energies.action import ActionMagnitude, ActionSmoothness
+from ..energies.world import EnsembleDisagreement, JEPAResidual
 
 __all__ = [
     "Energy",

@@ -5,8 +5,8 @@ from typing import Any
 
 from torch import Tensor
 
-from planners.energies.base import Energy
-from planners.registry import register_energy
+from ..energies.base import Energy
+from ..registry import register_energy
 
 
 @register_energy("action_magnitude")

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planners.energies.base import Energy
-from planners.registry import register_energy
+from ..energies.base import Energy
+from ..registry import register_energy
 
 METRICS = ("l1", "l2", "cosine")
 
