@@ -1,4 +1,5 @@
-"""Planner-side types: the world-model protocol, plan inputs/outputs and the Planner base.
+"""The Planner base class and the helpers every planner shares (the shared types live in
+``wmplan.protocols``; they are re-exported here).
 
 Shapes (B envs, S samples per env, M = B*S rollout rows, H horizon, A planner action dim,
 Tc context frames, N tokens per frame, D latent width, P proprio width):
@@ -17,102 +18,13 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-
-@dataclass
-class Rollout:
-    """Predicted trajectory: latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None.
-
-    World models may return any object with these three attributes.
-    """
-
-    latents: Tensor
-    proprio: Tensor | None = None
-    disagreement: Tensor | None = None
-
-
-@runtime_checkable
-class WorldModelLike(Protocol):
-    """What a planner needs from a world model (``worldmodel.WorldModel`` satisfies it).
-
-    ``action_low``/``action_high`` are [A] tensors on the model's device; A is the planner's
-    action dim (frameskip * env action dim). ``proprio_dim`` (optional attribute, None when the
-    model ignores proprio) and ``frameskip`` (optional) are read with ``getattr``.
-    """
-
-    action_dim: int
-    action_low: Tensor
-    action_high: Tensor
-
-    def encode(self, frames: Tensor) -> Tensor:
-        """uint8 [B,T,H,W,3] -> latents [B,T,N,D]."""
-        ...
-
-    def rollout(self, ctx_latents: Tensor, ctx_proprio: Tensor | None, actions: Tensor) -> Any:
-        """[B,Tc,N,D], [B,Tc,P]|None, [M,H,A] (M = B*S) -> Rollout-like with [M,H,...]."""
-        ...
-
-
-@runtime_checkable
-class TeacherForcedModel(Protocol):
-    """Optional capability used by collocation (``GradientPlanner(collocation=True)``).
-
-    ``predict_next(latents [M,T,N,D], proprio [M,T,P]|None, actions [M,T,A])`` returns a
-    Rollout-like whose ``latents[:, t]`` predicts z_{t+1} from z_{<=t}, a_{<=t} in one
-    block-causal (teacher-forced) pass. Models without it are driven by batched one-step
-    ``rollout`` calls instead (a Markov approximation, see planners/gradient.py).
-    """
-
-    def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Any:
-        ...
-
-
-@dataclass
-class PlanContext:
-    """Current observation(s): latents [B,Tc,N,D], proprio [B,Tc,P] | None, and for Tc > 1
-    the planner-unit actions taken between the context frames, actions [B,Tc-1,A] | None
-    (passed to ``rollout`` as ``ctx_actions=`` only when given)."""
-
-    latents: Tensor
-    proprio: Tensor | None = None
-    actions: Tensor | None = None
-
-    @property
-    def batch(self) -> int:
-        return self.latents.shape[0]
-
-
-@dataclass
-class Goal:
-    """Goal observation: latents [B,N,D], proprio [B,P] | None (or already [M,...] rows)."""
-
-    latents: Tensor
-    proprio: Tensor | None = None
-
-    def broadcast(self, samples: int) -> "Goal":
-        """Repeat each env's goal over its ``samples`` rows: [B,...] -> [B*samples,...].
-
-        Rows b*S .. (b+1)*S-1 belong to env b, matching the rollout layout. The copy is
-        [B*S,N,D], small next to the [B*S,H,N,D] rollout it is compared with.
-        """
-        if samples == 1:
-            return self
-        rep = lambda x: None if x is None else x.repeat_interleave(samples, dim=0)  # noqa: E731
-        return Goal(rep(self.latents), rep(self.proprio))
-
-
-@dataclass
-class PlanResult:
-    """actions [B,H,A] (within bounds), energy [B] of those actions, stats of tensors."""
-
-    actions: Tensor
-    energy: Tensor
-    stats: dict[str, Any] = field(default_factory=dict)
+from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike
 
 
 @dataclass

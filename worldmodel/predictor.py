@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..protocols import Rollout
 from .kv_cache import CPU_BMM_MIN_MACS, CPU_CHUNK_TOKENS, KV, KVCache, attend_cached, row_chunks
 from .rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
@@ -81,21 +82,6 @@ class ACPredictorConfig:
         return cls(**d)
 
 
-@dataclass
-class Rollout:
-    """Result of an autoregressive rollout.
-
-    latents: ``[M, H, N, D]`` predicted latents (ensemble mean), ``M = B * S``.
-    proprio: ``[M, H, P]`` predicted proprio or None.
-    disagreement: ``[M, H]`` variance across heads (mean over tokens and channels) or None (K = 1).
-    """
-
-    latents: Tensor
-    proprio: Tensor | None
-    disagreement: Tensor | None
-
-
-RolloutOut = Rollout  # alias used in the design notes
 
 
 def head_disagreement(heads: Tensor, mean: Tensor | None = None) -> Tensor:
