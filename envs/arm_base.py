@@ -142,12 +142,12 @@ class ArmTask(GoalTask):
 
     proprio_dim = 9
     action_dim = 4
-    frame_skip_default = 25
+    substeps_default = 25
 
     def __init__(self, image_size: int = 64, camera: str = "front", lamp: bool = True,
                  render_mode: str | None = "rgb_array") -> None:
         self.lamp = bool(lamp)
-        super().__init__(image_size=image_size, camera=camera, frame_skip=self.frame_skip_default, render_mode=render_mode)
+        super().__init__(image_size=image_size, camera=camera, substeps=self.substeps_default, render_mode=render_mode)
         m = self.model
 
         def joint(name: str) -> int:
@@ -207,7 +207,7 @@ class ArmTask(GoalTask):
         cmd = self.forward_ee(q_cmd) + MAX_DELTA * action[:3]
         cmd = np.clip(np.clip(cmd, ee - MAX_LEAD, ee + MAX_LEAD), WORK_LO, WORK_HI)
         q_new = self.solve_ik(cmd, q_cmd)
-        self.data.ctrl[:5] = (q_new - q_cmd) / (self.frame_skip * self.model.opt.timestep)
+        self.data.ctrl[:5] = (q_new - q_cmd) / (self.substeps * self.model.opt.timestep)
         self.data.ctrl[5:7] = FINGER_MAX * (1.0 - action[3]) / 2.0
 
     # ---- state helpers ------------------------------------------------------------------

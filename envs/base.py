@@ -33,7 +33,9 @@ class GoalTask(gym.Env):
     ``_goal_distance`` and (optionally) ``_success``.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # info_metrics: the task's own scalar ``info`` entries that evaluation records per episode,
+    # each read at "reset" (e.g. PointMaze's crosses_wall) or at the "final" step (``final_<key>``)
+    metadata: dict[str, Any] = {"render_modes": ["rgb_array"], "render_fps": 10, "info_metrics": {}}
     proprio_dim: int = 0
     action_dim: int = 0
     success_threshold: float = 0.05
@@ -42,9 +44,11 @@ class GoalTask(gym.Env):
         self,
         image_size: int = 64,
         camera: str = "top",
-        frame_skip: int = 10,
+        substeps: int = 10,
         render_mode: str | None = "rgb_array",
     ) -> None:
+        """``substeps``: MuJoCo physics steps per env step (not the world model's frameskip,
+        which counts env steps per predictor step)."""
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: only 'rgb_array' is supported")
         if image_size < 8:
@@ -52,7 +56,7 @@ class GoalTask(gym.Env):
         self.render_mode = render_mode
         self.image_size = int(image_size)
         self.camera = camera
-        self.frame_skip = int(frame_skip)
+        self.substeps = int(substeps)
         self.model = mujoco.MjModel.from_xml_string(self._model_xml())
         self.data = mujoco.MjData(self.model)
         if mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
@@ -144,7 +148,7 @@ class GoalTask(gym.Env):
             raise ValueError(f"action has shape {action.shape}, expected {self.action_space.shape}")
         action = np.clip(action, self.action_space.low, self.action_space.high)
         self._apply_action(action)
-        for _ in range(self.frame_skip):
+        for _ in range(self.substeps):
             mujoco.mj_step(self.model, self.data)
         info = self._info()
         reward = -float(info["distance"])

@@ -53,6 +53,8 @@ class PointMazeEnv(GoalTask):
     reset options: ``{"start": [x, y], "goal": [x, y]}`` (either may be omitted).
     """
 
+    metadata = {**GoalTask.metadata, "info_metrics": {"crosses_wall": "reset"}}
+
     proprio_dim = 4
     action_dim = 2
 
@@ -74,7 +76,7 @@ class PointMazeEnv(GoalTask):
         self.success_threshold = float(success_threshold)
         self._goal_xy = np.zeros(2)
         self._crosses = False
-        super().__init__(image_size=image_size, camera=camera, frame_skip=10, render_mode=render_mode)
+        super().__init__(image_size=image_size, camera=camera, substeps=10, render_mode=render_mode)
 
     def _model_xml(self) -> str:
         wall = (

@@ -50,6 +50,8 @@ class PushTEnv(GoalTask):
     (any may be omitted; block poses are for the T's centroid).
     """
 
+    metadata = {**GoalTask.metadata, "info_metrics": {"angle_error": "final"}}
+
     proprio_dim = 4
     action_dim = 2
 
@@ -67,7 +69,7 @@ class PushTEnv(GoalTask):
         self.angle_threshold = float(angle_tolerance)
         self.min_goal_pos, self.min_goal_angle = float(min_goal_pos), float(min_goal_angle)
         self._goal_pose = np.zeros(3)
-        super().__init__(image_size=image_size, camera=camera, frame_skip=10, render_mode=render_mode)
+        super().__init__(image_size=image_size, camera=camera, substeps=10, render_mode=render_mode)
         self._expert = PushTExpert(pusher_r=PUSHER_R, arena=ARENA, max_speed=MAX_SPEED)
 
     def _model_xml(self) -> str:

@@ -62,7 +62,7 @@ class ReacherEnv(GoalTask):
         self.success_threshold = float(success_threshold)
         self.lamps = bool(lamps)
         self._goal_q = np.zeros(2)
-        super().__init__(image_size=image_size, camera=camera, frame_skip=10, render_mode=render_mode)
+        super().__init__(image_size=image_size, camera=camera, substeps=10, render_mode=render_mode)
 
     def _model_xml(self) -> str:
         if self.lamps:  # dim room, coloured downward spotlights at the elbow and the tip

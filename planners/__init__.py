@@ -33,7 +33,10 @@ from .cem import CEMConfig, CEMPlanner
 from .mppi import MPPIConfig, MPPIPlanner
 from .gradient import GradientConfig, GradientPlanner
 from .random_shooting import RandomShootingConfig, RandomShootingPlanner
-from .mpc import EpisodeResult, run_mpc
+from .mpc import EpisodeResult, EpisodeSpec, run_mpc
+from .goals import GOAL_SOURCES, GoalSource, SampledGoals, build_goal_source
+from .sinks import EpisodeSink, JsonlSink, VideoSink
+from .evaluator import EvalConfig, EvalResult, evaluate, make_vector_env
 
 __all__ = [
     "Goal", "PlanContext", "Planner", "PlannerConfig", "PlanResult", "Rollout", "TeacherForcedModel",
@@ -41,5 +44,6 @@ __all__ = [
     "register_energy", "register_planner", "Energy", "CompositeEnergy", "GoalEnergy", "ActionMagnitude",
     "ActionSmoothness", "EnsembleDisagreement", "JEPAResidual", "CEMConfig", "CEMPlanner", "MPPIConfig", "MPPIPlanner",
     "GradientConfig", "GradientPlanner", "RandomShootingConfig", "RandomShootingPlanner",
-    "EpisodeResult", "run_mpc",
+    "EpisodeResult", "EpisodeSpec", "run_mpc", "GOAL_SOURCES", "GoalSource", "SampledGoals", "build_goal_source",
+    "EpisodeSink", "JsonlSink", "VideoSink", "EvalConfig", "EvalResult", "evaluate", "make_vector_env",
 ]

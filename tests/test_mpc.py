@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from wmplan.planners import EpisodeResult, PlanResult, Planner, build_planner, run_mpc
+from wmplan.planners import EpisodeResult, EpisodeSpec, PlanResult, Planner, build_planner, run_mpc
 from wmplan.planners.analytic import LinearLatentWorldModel
 
 SIZE = 24
@@ -71,6 +71,10 @@ class PointEnv(gym.Env):
         return obs, 0.0, False, False, info
 
 
+def specs(*seeds: int) -> list[EpisodeSpec]:
+    return [EpisodeSpec(seed=s) for s in seeds]
+
+
 def point_world_model(frameskip: int = 2) -> LinearLatentWorldModel:
     """The env's integrator in latent space: z' = z + SPEED * sum of the frameskip actions."""
     bmat = SPEED * torch.cat([torch.eye(2)] * frameskip, 1)
@@ -85,7 +89,7 @@ def _planner():
 
 def test_reaches_goal_batched():
     envs = [PointEnv() for _ in range(3)]
-    res = run_mpc(envs, point_world_model(), _planner(), seeds=[0, 1, 2], max_steps=40, replan_every=2)
+    res = run_mpc(envs, point_world_model(), _planner(), episodes=specs(0, 1, 2), max_steps=40, replan_every=2)
     assert [r.seed for r in res] == [0, 1, 2]
     for r in res:
         assert isinstance(r, EpisodeResult)
@@ -98,11 +102,11 @@ def test_reaches_goal_batched():
 def test_batched_equals_one_by_one_and_static_batch():
     """Per-env generators: the batch composition (and compaction) does not change any env's plans."""
     wm = point_world_model()
-    batched = run_mpc([PointEnv() for _ in range(3)], wm, _planner(), seeds=[3, 4, 5], max_steps=30, replan_every=2)
-    static = run_mpc([PointEnv() for _ in range(3)], wm, _planner(), seeds=[3, 4, 5], max_steps=30,
+    batched = run_mpc([PointEnv() for _ in range(3)], wm, _planner(), episodes=specs(3, 4, 5), max_steps=30, replan_every=2)
+    static = run_mpc([PointEnv() for _ in range(3)], wm, _planner(), episodes=specs(3, 4, 5), max_steps=30,
                      replan_every=2, compact=False, record=False)
     for i, seed in enumerate([3, 4, 5]):
-        one = run_mpc([PointEnv()], wm, _planner(), seeds=[seed], max_steps=30, replan_every=2)[0]
+        one = run_mpc([PointEnv()], wm, _planner(), episodes=specs(seed), max_steps=30, replan_every=2)[0]
         for other in (batched[i], static[i]):
             assert other.steps == one.steps and other.success == one.success
             np.testing.assert_allclose(other.distances, one.distances, atol=1e-6)
@@ -124,28 +128,27 @@ def test_frameskip_split_and_waves():
     envs = [PointEnv(), PointEnv()]
     p = FixedPlanner()
     p.config.horizon = 3
-    opts = [{"goal": [0.7, 0.7]}] * 3
-    res = run_mpc(envs, point_world_model(frameskip=2), p, seeds=[0, 1, 2], max_steps=4, replan_every=4,
-                  reset_options=opts)
+    eps = [EpisodeSpec(seed=s, options={"goal": [0.7, 0.7]}) for s in (0, 1, 2)]
+    res = run_mpc(envs, point_world_model(frameskip=2), p, episodes=eps, max_steps=4, replan_every=4)
     assert len(res) == 3 and all(r.steps == 4 for r in res)
     got = np.stack(envs[0].actions)  # env 0 ran seed 2 last
     np.testing.assert_allclose(got, np.arange(8).reshape(4, 2) / 100, atol=1e-7)
     assert res[2].reset_options == {"goal": [0.7, 0.7]}
     with pytest.raises(ValueError, match="replan_every"):
-        run_mpc(envs, point_world_model(frameskip=2), p, seeds=[0], max_steps=4, replan_every=3)
+        run_mpc(envs, point_world_model(frameskip=2), p, episodes=specs(0), max_steps=4, replan_every=3)
 
 
 def test_progress_callback_and_context_frames():
-    events = []
-    res = run_mpc([PointEnv()], point_world_model(), _planner(), seeds=[0], max_steps=6, replan_every=2,
-                  context_frames=3, progress=events.append)
+    events, ended = [], []
+    res = run_mpc([PointEnv()], point_world_model(), _planner(), episodes=specs(0), max_steps=6, replan_every=2,
+                  context_frames=3, progress=events.append, on_episode=ended.append)
     kinds = [e["event"] for e in events]
-    assert kinds.count("episode") == 1 and kinds.count("replan") == len(res[0].plan_times_ms)
+    assert ended == res and kinds.count("replan") == len(res[0].plan_times_ms)
 
 
 def test_gradient_planner_in_mpc():
     """The runner plans under no_grad; the gradient planner re-enables grad internally."""
     p = build_planner({"name": "gradient", "samples": 2, "iterations": 20, "horizon": 4},
                       energy={"goal": {"metric": "l2", "steps": "all"}})
-    res = run_mpc([PointEnv()], point_world_model(), p, seeds=[1], max_steps=20, replan_every=2)
+    res = run_mpc([PointEnv()], point_world_model(), p, episodes=specs(1), max_steps=20, replan_every=2)
     assert res[0].success

@@ -1,0 +1,179 @@
+"""The evaluator: goal-image planning over many episodes, as a library call.
+
+It owns env batching (a gymnasium vector env: ``vector="async"`` steps and renders the envs
+in worker processes, so every core is used; ``"sync"`` keeps them in this process), the
+goal source (:mod:`wmplan.planners.goals`), per-task metrics read from the envs' ``info``
+and streaming sinks (:mod:`wmplan.planners.sinks`) that write each episode as it ends.
+``scripts/plan.py`` is a thin entry point around :func:`evaluate`.
+
+It lives in ``planners/`` because it needs exactly what planners need: the world-model
+protocol and the gymnasium API, no model class and no task class.
+"""
+from __future__ import annotations
+
+import functools
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
+from tqdm import tqdm
+
+from ..protocols import WorldModelLike
+from .base import Planner
+from .goals import GoalSource, SampledGoals
+from .mpc import EpisodeResult, run_mpc
+from .sinks import EpisodeSink
+
+
+@dataclass
+class EvalConfig:
+    """How an evaluation runs. Units: ``max_steps`` and ``replan_every`` are env steps;
+    the planner's ``horizon`` is in predictor steps (each = the world model's frameskip env
+    steps)."""
+
+    episodes: int = 20  # episodes in total (with goals=sampled: seeds seed .. seed+episodes-1)
+    num_envs: int = 20  # envs planned together in one batched planner call
+    seed: int = 0
+    max_steps: int = 100  # env steps per episode (a goal source may set its own per episode)
+    replan_every: int | None = None  # env steps executed per plan; None: one predictor step (frameskip)
+    context_frames: int = 1  # observations the planner sees, frameskip env steps apart
+    compact: bool = True  # drop finished envs from the planner batch
+    vector: str = "async"  # async (env worker processes) | sync (envs in this process)
+    video: bool = True  # record frames for the sinks (one GIF per episode)
+
+
+@dataclass
+class EvalResult:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
+def _make_env(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any]) -> gym.Env:
+    # a spec (not an id) so that worker processes import the task's module themselves
+    return gym.make(spec, disable_env_checker=True, **kwargs)
+
+
+def make_vector_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, vector: str = "async") -> VectorEnv:
+    """``num_envs`` copies of ``env_id`` in a vector env with autoreset disabled."""
+    if num_envs < 1:
+        raise ValueError(f"num_envs={num_envs}: need at least 1")
+    fns = [functools.partial(_make_env, gym.spec(env_id), dict(env_kwargs)) for _ in range(num_envs)]
+    if vector == "sync" or num_envs == 1:
+        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+    if vector == "async":
+        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+    raise ValueError(f"vector={vector!r}: use 'async' or 'sync'")
+
+
+def episode_row(r: EpisodeResult) -> dict[str, Any]:
+    """The JSON row of one episode (what ``episodes.jsonl`` holds)."""
+    return {"seed": r.seed, "success": bool(r.success), "steps": int(r.steps),
+            "final_distance": float(r.final_distance), "plans": len(r.plan_times_ms),
+            "plan_ms": [round(t, 2) for t in r.plan_times_ms], **r.metrics}
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate episode rows: success, distance, steps, planning latency, task metrics.
+
+    Boolean task metrics (e.g. ``crosses_wall``) give the fraction of episodes where they
+    hold and the success rate on those; numeric ones give their mean.
+    """
+    if not rows:
+        raise ValueError("no episodes to summarize")
+    plan_ms = np.array([t for r in rows for t in r["plan_ms"]])
+    steps = np.array([r["steps"] for r in rows])
+    success = np.array([r["success"] for r in rows], bool)
+    out: dict[str, Any] = {
+        "episodes": len(rows),
+        "successes": int(success.sum()),
+        "success_rate": float(success.mean()),
+        "mean_final_distance": float(np.mean([r["final_distance"] for r in rows])),
+        "mean_steps": float(steps.mean()),
+        "plan_ms_p50": float(np.percentile(plan_ms, 50)) if plan_ms.size else None,
+        "plan_ms_p95": float(np.percentile(plan_ms, 95)) if plan_ms.size else None,
+        # each episode records the wall time of every batched plan call it took part in, so this
+        # is the planning latency an env sees per executed action (all batched envs served at once)
+        "ms_per_action": float(plan_ms.sum() / max(steps.sum(), 1)) if plan_ms.size else None,
+    }
+    core = set(episode_row(EpisodeResult(0, False, 0, 0.0)))
+    metrics: dict[str, Any] = {}
+    for key in sorted({k for r in rows for k in r} - core):
+        vals = [r[key] for r in rows if key in r]
+        if all(isinstance(v, bool) for v in vals):
+            on = np.array([r.get(key) is True for r in rows])
+            metrics[key] = {"fraction": float(on.mean()),
+                            "success_rate": float(success[on].mean()) if on.any() else None}
+        else:
+            metrics[key] = {"mean": float(np.mean(vals))}
+    out["metrics"] = metrics
+    return out
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory so far: this process and its largest child (worker envs)."""
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # ru_maxrss: KiB on Linux, bytes on macOS
+    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale}
+
+
+def evaluate(
+    world_model: WorldModelLike,
+    planner: Planner,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    config: EvalConfig | None = None,
+    goals: GoalSource | None = None,
+    sinks: Sequence[EpisodeSink] = (),
+    show_progress: bool = True,
+) -> "EvalResult":
+    """Plan towards goal images on ``config.episodes`` episodes of ``env_id``.
+
+    Each finished episode goes to every sink (its row and, with ``config.video``, its
+    frames, which are then dropped). Returns the summary (see :func:`summarize`, plus the
+    protocol, the batching, the wall time and the peak memory) and the rows in episode order.
+    """
+    cfg = config or EvalConfig()
+    goals = goals or SampledGoals()
+    specs = goals.episodes(cfg.episodes, cfg.seed)
+    fs = int(getattr(world_model, "frameskip", 1))
+    replan_every = int(cfg.replan_every) if cfg.replan_every is not None else fs
+    n_envs = max(1, min(int(cfg.num_envs), len(specs)))
+    bar = tqdm(total=len(specs), desc="[plan] episodes", unit="ep", mininterval=5.0, disable=not show_progress)
+
+    n_ok = 0
+
+    def on_episode(r: EpisodeResult) -> None:
+        nonlocal n_ok
+        row = episode_row(r)
+        for sink in sinks:
+            sink.write(r, row)
+        r.frames = []  # streamed out: memory stays bounded by one wave of envs
+        n_ok += int(r.success)
+        bar.update(1)
+        bar.set_postfix(success=n_ok, refresh=False)
+
+    t0 = time.time()
+    vec = make_vector_env(env_id, env_kwargs or {}, n_envs, cfg.vector)
+    try:
+        results = run_mpc(vec, world_model, planner, specs, max_steps=int(cfg.max_steps), replan_every=replan_every,
+                context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
+                compact=bool(cfg.compact))
+    finally:
+        vec.close()
+        bar.close()
+        for sink in sinks:
+            sink.close()
+    rows = [episode_row(r) for r in results]  # episode order (the sinks saw completion order)
+    summary = summarize(rows)
+    summary.update({
+        **goals.describe(), "env_id": env_id, "seeds": [s.seed for s in specs], "batched_envs": n_envs,
+        "replan_every": replan_every, "vector": cfg.vector, "wall_time_s": time.time() - t0,
+        "peak_rss_mb": peak_rss_mb(),
+    })
+    return EvalResult(summary, rows)

@@ -1,0 +1,77 @@
+"""Structured configs in Hydra's ConfigStore: the dataclasses are the one source of every
+default, and the YAML files in ``configs/`` hold only what differs from them.
+
+Registered here (importing this module registers them, once):
+
+- ``schema/planner/<name>``: one node per registered planner, its config dataclass plus the
+  ``name`` tag that ``build_planner`` dispatches on. ``configs/planner/icem.yaml`` is
+  ``defaults: [/schema/planner/cem@_here_]`` plus the fields iCEM changes.
+- ``schema/plan``: the ``scripts/plan.py`` job (:class:`PlanJobConfig`), which extends the
+  evaluator's :class:`~wmplan.planners.evaluator.EvalConfig`.
+
+- ``schema/energy/<name>``: one node per registered energy term, built from the keyword
+  arguments of its class (so the class stays the one source) plus ``weight``.
+  ``configs/energy/goal_l2_all.yaml`` places ``/schema/energy/goal@goal`` and changes
+  ``metric``, ``steps`` and ``step_weights``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from .planners import ENERGIES, PLANNERS
+from .planners.evaluator import EvalConfig
+
+
+@dataclass
+class PlanJobConfig(EvalConfig):
+    """``scripts/plan.py``: the evaluation settings plus what the job wires together."""
+
+    world_model: str = "pretrained:pointmaze"  # a checkpoint path, or pretrained:<name> (bundled)
+    goals: str = "sampled"  # goal source (planners/goals.py)
+    device: str = "auto"  # auto | cpu | cuda | cuda:<i> | mps
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    video_scale: int = 3  # nearest-neighbour upscaling of the views in the GIFs
+    out_dir: str = "runs/plan/${now:%Y%m%d-%H%M%S}"  # single runs; sweeps use hydra.sweep.dir
+    env: Any = MISSING  # configs/env/<name>.yaml (set by the task)
+    planner: Any = MISSING  # configs/planner/<name>.yaml
+    energy: Any = MISSING  # configs/energy/<name>.yaml (set by the task)
+
+
+def planner_schema(name: str, config_cls: type) -> type:
+    """The planner's config dataclass with the ``name`` tag added (typed, closed to typos)."""
+    return dataclasses.make_dataclass(f"{config_cls.__name__}Node", [("name", str, dataclasses.field(default=name))],
+                                      bases=(config_cls,))
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def energy_schema(name: str, term_cls: type) -> type:
+    """A dataclass of the term's keyword arguments (defaults and scalar types from its
+    ``__init__``; other annotations are left untyped) plus ``weight: float = 1.0``."""
+    specs: list[tuple[str, Any, dataclasses.Field]] = [("weight", float, dataclasses.field(default=1.0))]
+    for p in inspect.signature(term_cls.__init__).parameters.values():
+        if p.name == "self" or p.default is inspect.Parameter.empty:
+            continue
+        typ = type(p.default) if isinstance(p.default, _SCALARS) else Any
+        specs.append((p.name, typ, dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(f"{term_cls.__name__}Node", specs)
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    for name, cls in sorted(PLANNERS.items()):
+        cs.store(group="schema/planner", name=name, node=planner_schema(name, cls.config_cls))
+    for name, cls in sorted(ENERGIES.items()):
+        cs.store(group="schema/energy", name=name, node=energy_schema(name, cls))
+    cs.store(group="schema", name="plan", node=PlanJobConfig)
+
+
+register_configs()
