@@ -26,9 +26,8 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(Path(sweep_dir).glob("**/summary.json")):
         s = json.loads(path.read_text())
-        overrides = s.get("overrides") or []
-        setting = " ".join(overrides) if overrides else path.parent.name
-        rows.append({"setting": setting, "run_dir": str(path.parent), **{k: s.get(k) for k in COLUMNS[1:]},
+        # the folder is named by the sweep's overrides (hydra.job.override_dirname)
+        rows.append({"setting": str(path.parent.relative_to(sweep_dir)), "run_dir": str(path.parent), **{k: s.get(k) for k in COLUMNS[1:]},
                      "successes": s.get("successes"), "batched_envs": s.get("batched_envs"),
                      "planner": (s.get("config") or {}).get("planner", {}).get("name"), "seed": s.get("seed")})
     return rows
@@ -47,22 +46,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_runs(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Success rate against planning time per env action, one labelled point per run."""
+    """Two bar panels, one bar per run: success rate, and planning time per env action."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for r in rows:
-        x, y = r["ms_per_action"] or 0.0, r["success_rate"]
-        ax.scatter([x], [y], s=36)
-        ax.annotate(r["setting"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    ax.set_xlabel("planning time per env action (ms, batched envs share each plan)")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(-0.05, 1.05)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"planner comparison ({rows[0]['episodes'] if rows else 0} episodes per setting)")
+    names = [r["setting"] for r in rows]
+    y = list(range(len(rows)))
+    fig, (ax_s, ax_t) = plt.subplots(1, 2, sharey=True, figsize=(9, 1.2 + 0.45 * len(rows)), dpi=120)
+    ax_s.barh(y, [r["success_rate"] for r in rows], color="tab:green")
+    ax_s.set_xlim(0, 1)
+    ax_s.set_xlabel(f"success rate ({rows[0]['episodes']} episodes each)")
+    ax_s.set_yticks(y, names, fontsize=8)
+    ax_s.invert_yaxis()
+    ax_t.barh(y, [r["ms_per_action"] or 0.0 for r in rows], color="tab:blue")
+    ax_t.set_xlabel("planning ms per env action (batched)")
+    for ax in (ax_s, ax_t):
+        ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
