@@ -331,45 +331,36 @@ def print_row(row: dict) -> None:
     print(" ".join(cells), flush=True)
 
 
-def write_plot(rows: list[dict], path: Path) -> str:
-    """Bar chart of plans/s (log scale) per row. matplotlib when installed; otherwise a plain
-    numpy raster (bars coloured by planner, no text; the legend goes into bench.json)."""
-    try:
-        import matplotlib
+def write_plot(rows: list[dict], path: Path, title: str = "") -> str:
+    """Two labelled panels, one bar per row: p50 latency per batched plan (ms, log scale, with
+    the p95 as a whisker) and the speed-up over the reference CEM measured in the same run."""
+    import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.4), 4))
-        names = sorted({r["planner"] for r in rows})
-        colors = {n: f"C{i}" for i, n in enumerate(names)}
-        ax.bar(range(len(rows)), [r["plans_per_s"] for r in rows], color=[colors[r["planner"]] for r in rows])
-        ax.set_yscale("log")
-        ax.set_ylabel("env plans / s")
-        ax.set_xticks(range(len(rows)), [f"{r['planner']}\nB{r['batch']} S{r['samples']} H{r['horizon']}" for r in rows],
-                      rotation=90, fontsize=6)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return "matplotlib"
-    except ImportError:
-        pass
-    import imageio.v2 as imageio
-
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
     names = sorted({r["planner"] for r in rows})
-    bw, gap, hgt = 12, 4, 200
-    img = np.full((hgt + 20, max(len(rows), 1) * (bw + gap) + gap, 3), 255, np.uint8)
-    vals = np.log10(np.maximum([r["plans_per_s"] for r in rows], 1e-3))
-    lo, hi = vals.min() - 0.5, vals.max() + 1e-9  # the slowest row still gets a visible bar
-    for i, (r, v) in enumerate(zip(rows, vals)):
-        top = int(hgt - (v - lo) / (hi - lo) * (hgt - 10))
-        x0 = gap + i * (bw + gap)
-        img[top:hgt, x0 : x0 + bw] = palette[names.index(r["planner"]) % len(palette)]
-    img[hgt : hgt + 1] = 0
-    imageio.imwrite(path, img)
-    return "numpy raster: bars = rows in order, height = log10(plans/s), colours " + ", ".join(
-        f"{n}={palette[i % len(palette)]}" for i, n in enumerate(names))
+    colors = [f"C{names.index(r['planner'])}" for r in rows]
+    labels = [f"{r['planner']} ({r['predictor']})\nB{r['batch']} S{r['samples']} H{r['horizon']}" for r in rows]
+    x = np.arange(len(rows))
+    fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(rows) + 2), 4.6), dpi=120)
+    p50 = np.array([r["latency_ms_p50"] for r in rows])
+    p95 = np.array([r["latency_ms_p95"] for r in rows])
+    ax_l.bar(x, p50, color=colors, yerr=[np.zeros_like(p50), p95 - p50], capsize=3)
+    ax_l.set_yscale("log")
+    ax_l.set_ylabel("latency per batched plan, p50 (ms; whisker: p95)")
+    ax_s.bar(x, [r.get("speedup_vs_reference") or 0.0 for r in rows], color=colors)
+    ax_s.axhline(1.0, color="k", lw=0.8)
+    ax_s.set_ylabel("speed-up over the reference CEM (same run)")
+    for ax in (ax_l, ax_s):
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return "matplotlib"
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="bench_planner")
@@ -379,7 +370,9 @@ def main(cfg: DictConfig) -> None:
     print(" ".join(k for k, _ in COLS))
     result = run(cfg)
     if cfg.plot and result["rows"]:
-        result["plot"] = write_plot(result["rows"], out_dir / "bench.png")
+        h = result["header"]
+        title = f"{h.get('device')} ({h.get('device_name')}), torch {h.get('torch')}, {h.get('cpu_threads')} CPU threads"
+        result["plot"] = write_plot(result["rows"], out_dir / "bench.png", title)
     (out_dir / "bench.json").write_text(json.dumps(result, indent=2))
     for t in result["target"]:
         print(f"target B={t['batch']} S={t['samples']} H={t['horizon']} {t['predictor']}: "
