@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .base import Rollout
+from ..protocols import Rollout
 
 
 class LinearLatentWorldModel:

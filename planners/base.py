@@ -1,22 +1,15 @@
-"""The Planner base class and the helpers every planner shares (the shared types live in
-``wmplan.protocols``; they are re-exported here).
+"""The Planner base class (a template method: ``plan`` = shared setup + a per-planner
+``_optimise`` hook), the best-so-far tracker and the helpers every planner shares.
 
-Shapes (B envs, S samples per env, M = B*S rollout rows, H horizon, A planner action dim,
-Tc context frames, N tokens per frame, D latent width, P proprio width):
-
-- ``PlanContext.latents`` [B,Tc,N,D], ``PlanContext.proprio`` [B,Tc,P] | None
-- ``Goal.latents`` [B,N,D], ``Goal.proprio`` [B,P] | None
-- ``WorldModelLike.rollout(ctx [B,Tc,N,D], ctx_proprio [B,Tc,P]|None, actions [M,H,A])``
-  -> ``Rollout(latents [M,H,N,D], proprio [M,H,P]|None, disagreement [M,H]|None)``;
-  with Tc > 1 also ``ctx_actions=[B,Tc-1,A]`` (keyword, only passed when the context has it).
-  When M = B*S the world model broadcasts env b's context to rows b*S .. (b+1)*S-1.
-- ``PlanResult.actions`` [B,H,A], ``PlanResult.energy`` [B].
+Shapes follow ``wmplan.protocols`` (whose types are re-exported here): B envs, S samples per
+env, M = B*S rollout rows, H horizon, A planner action dim. Module-level imports only reach
+leaf modules (protocols, constraints, energies), so nothing here can form an import cycle.
 """
 from __future__ import annotations
 
 import dataclasses
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from abc import ABC
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +18,15 @@ import torch
 from torch import Tensor
 
 from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike
+from .constraints import box_centre, project_actions
+from .energies import GoalEnergy
+
+__all__ = [
+    "Goal", "PlanContext", "PlanResult", "Rollout", "TeacherForcedModel", "WorldModelLike",
+    "PlannerConfig", "Planner", "PlanSetup", "BestSoFar", "GeneratorArg",
+    "box_centre", "half_range", "shift_actions", "make_noise", "make_uniform", "action_bounds",
+    "gather_rows", "argmin_rows", "to_plain", "dataclass_from_dict",
+]
 
 
 @dataclass
@@ -43,26 +45,83 @@ class PlannerConfig:
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 
-class Planner(ABC):
-    """Base class: holds config + energy, warm-start state, and shared helpers.
+@dataclass
+class PlanSetup:
+    """What ``Planner.plan`` works out before a planner's ``_optimise`` runs.
 
-    Subclasses implement ``plan``. Warm-start state is a dict of per-env tensors whose last
-    two dims are [H,A] (e.g. ``mean`` [B,H,A], ``elites`` [B,K,H,A]); ``shift`` and ``select``
-    operate on all of them, so the MPC runner stays planner-agnostic.
+    ``low``/``high``/``scale`` are [A] (scale = box half-range, 1 on unbounded dims);
+    ``mean`` [B,H,A] is ``init`` > warm-start plan > box centre. The generator is only stored:
+    each planner draws its noise itself, so the draw order is the planner's own.
+    """
+
+    b: int
+    h: int
+    low: Tensor
+    high: Tensor
+    scale: Tensor
+    mean: Tensor
+    generator: GeneratorArg
+
+    @property
+    def a_dim(self) -> int:
+        return int(self.low.shape[0])
+
+    @property
+    def dev(self) -> torch.device:
+        return self.low.device
+
+    def noise(self, shape: Sequence[int]) -> Tensor:
+        """Standard normal noise [B,*shape,H,A] (see ``make_noise`` for the generator rules)."""
+        return make_noise(self.generator, self.b, (*shape, self.h, self.a_dim), self.dev)
+
+    def uniform(self, shape: Sequence[int]) -> Tensor:
+        """Uniform samples in the box [B,*shape,H,A]; unbounded dims use centre +- 1."""
+        lo = torch.where(torch.isfinite(self.low), self.low, box_centre(self.low, self.high) - 1)
+        return lo + 2 * self.scale * make_uniform(self.generator, self.b, (*shape, self.h, self.a_dim), self.dev)
+
+
+class BestSoFar:
+    """Per-row best candidate across iterations, kept with ``torch.where`` (no host syncs).
+
+    ``actions`` [R,H,A] (starts as a copy of the initial actions), ``energy`` [R] (starts at
+    +inf), ``terms`` {k: [R]} (the terms of the kept candidate; filled on the first update).
+    """
+
+    def __init__(self, actions: Tensor):
+        self.actions = actions.clone()
+        self.energy = torch.full((actions.shape[0],), float("inf"), device=actions.device)
+        self.terms: dict[str, Tensor] = {}
+
+    def update(self, actions: Tensor, energy: Tensor, terms: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Keep ``actions`` [R,H,A] where ``energy`` [R] is lower; returns that mask [R]."""
+        better = energy < self.energy
+        self.actions = torch.where(better[:, None, None], actions, self.actions)
+        self.energy = torch.where(better, energy, self.energy)
+        for k, v in (terms or {}).items():
+            self.terms[k] = torch.where(better, v, self.terms[k]) if k in self.terms else v
+        return better
+
+
+class Planner(ABC):
+    """Base class: holds config + energy, warm-start state, and the shared ``plan``.
+
+    Subclasses implement ``_optimise`` (``plan`` does the common setup and stores the warm
+    start); a planner that needs none of that may override ``plan`` itself. Warm-start state
+    is a dict of per-env tensors whose last two dims are [H,A] (``mean`` [B,H,A], e.g.
+    ``elites`` [B,K,H,A]); ``shift`` and ``select`` operate on all of them, so the MPC runner
+    stays planner-agnostic.
     """
 
     name: ClassVar[str] = "base"
     config_cls: ClassVar[type[PlannerConfig]] = PlannerConfig
 
     def __init__(self, config: PlannerConfig | None = None, energy: Any = None):
-        from .energies import GoalEnergy  # local import: energies import base
-
         self.config = config if config is not None else self.config_cls()
         self.energy = energy if energy is not None else GoalEnergy()
         self._warm: dict[str, Tensor] = {}
 
     # ----------------------------------------------------------------- interface
-    @abstractmethod
+    @torch.no_grad()  # sampling planners need no graph; the gradient planner re-enables grad inside
     def plan(
         self,
         world_model: WorldModelLike,
@@ -72,13 +131,27 @@ class Planner(ABC):
         generator: GeneratorArg = None,
         horizon: int | None = None,
     ) -> PlanResult:
-        """Optimise actions [B,H,A] for B envs at once.
+        """Optimise actions [B,H,A] for B envs at once -> PlanResult(actions [B,H,A], energy [B], stats).
 
         ``init`` [B,H,A] seeds the search (overrides the internal warm start). ``generator``:
         one ``torch.Generator`` shared by all envs, or a list of B (one noise stream per env,
         so planning envs together equals planning them one by one), or None (a fresh
         generator seeded 0). ``horizon`` overrides ``config.horizon``.
         """
+        b, h = context.batch, self._horizon(init, horizon)
+        low, high = action_bounds(world_model)
+        setup = PlanSetup(b, h, low, high, half_range(low, high), self._initial_mean(init, b, h, low, high), generator)
+        result, extra_warm = self._optimise(world_model, context, goal, setup)
+        if self.config.warm_start:
+            self._warm = {"mean": result.actions, **extra_warm}
+        return result
+
+    def _optimise(
+        self, world_model: WorldModelLike, context: PlanContext, goal: Goal, setup: PlanSetup
+    ) -> tuple[PlanResult, dict[str, Tensor]]:
+        """The planner's search. Returns the result and the warm-start tensors to keep besides
+        ``mean`` (which is always the returned plan), each [B,...,H,A]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _optimise (or override plan)")
 
     def reset(self) -> None:
         """Forget warm-start state (call at episode start)."""
@@ -122,8 +195,6 @@ class Planner(ABC):
 
     def _project(self, actions: Tensor, low: Tensor, high: Tensor) -> Tensor:
         """Project [...,A] onto the configured constraint set (always ends inside the box)."""
-        from .constraints import project_actions
-
         c = self.config
         return project_actions(actions, low, high, c.constraint, c.l1_radius, c.l1_group)
 
@@ -141,14 +212,22 @@ class Planner(ABC):
         f32 = lambda x: None if x is None else x.float()  # noqa: E731
         return Rollout(f32(r.latents), f32(getattr(r, "proprio", None)), f32(getattr(r, "disagreement", None)))
 
+    def _energy(
+        self, world_model: WorldModelLike, context: PlanContext, goal_rows: Goal, actions: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Roll out and score actions [M,H,A] against ``goal_rows`` [M,...] -> (total [M], {term: [M]})."""
+        return self.energy.evaluate(self._rollout(world_model, context, actions), goal_rows, actions, {})
+
+    def _evaluate(
+        self, world_model: WorldModelLike, context: PlanContext, goal_rows: Goal, cand: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Score candidates [B,S,H,A] in one rollout of B*S rows -> (total [B,S], {term: [B,S]})."""
+        b, s = cand.shape[:2]
+        total, terms = self._energy(world_model, context, goal_rows, cand.reshape(b * s, *cand.shape[2:]))
+        return total.reshape(b, s), {k: v.reshape(b, s) for k, v in terms.items()}
+
 
 # ---------------------------------------------------------------------- free helpers
-def box_centre(low: Tensor, high: Tensor) -> Tensor:
-    """[A] centre of the box; 0 on unbounded dims."""
-    c = (low + high) / 2
-    return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
-
-
 def half_range(low: Tensor, high: Tensor) -> Tensor:
     """[A] half-width of the box; 1 on unbounded dims (so relative stds stay meaningful)."""
     h = (high - low) / 2
@@ -172,6 +251,22 @@ def shift_actions(x: Tensor, steps: int, fill: str = "last") -> Tensor:
     return torch.cat([kept, pad], dim=-2)
 
 
+def _draw(
+    sample: Callable[..., Tensor], generator: GeneratorArg, batch: int, shape: Sequence[int],
+    device: torch.device, dtype: torch.dtype,
+) -> Tensor:
+    """[B,*shape] from ``sample`` (torch.randn / torch.rand) under the generator conventions."""
+    shape = tuple(int(s) for s in shape)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(0)
+    if isinstance(generator, torch.Generator):
+        return sample((batch, *shape), generator=generator, device=device, dtype=dtype)
+    gens = list(generator)
+    if len(gens) != batch:
+        raise ValueError(f"got {len(gens)} generators for a batch of {batch} envs")
+    return torch.stack([sample(shape, generator=g, device=device, dtype=dtype) for g in gens])
+
+
 def make_noise(
     generator: GeneratorArg, batch: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32
 ) -> Tensor:
@@ -180,30 +275,14 @@ def make_noise(
     A list of B generators gives env b its own stream (batched == one-by-one); a single
     generator draws the whole block at once; None uses a fresh generator seeded 0.
     """
-    shape = tuple(int(s) for s in shape)
-    if generator is None:
-        generator = torch.Generator(device=device).manual_seed(0)
-    if isinstance(generator, torch.Generator):
-        return torch.randn((batch, *shape), generator=generator, device=device, dtype=dtype)
-    gens = list(generator)
-    if len(gens) != batch:
-        raise ValueError(f"got {len(gens)} generators for a batch of {batch} envs")
-    return torch.stack([torch.randn(shape, generator=g, device=device, dtype=dtype) for g in gens])
+    return _draw(torch.randn, generator, batch, shape, device, dtype)
 
 
 def make_uniform(
     generator: GeneratorArg, batch: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype = torch.float32
 ) -> Tensor:
     """U[0,1) noise [B,*shape] with the same generator conventions as ``make_noise``."""
-    shape = tuple(int(s) for s in shape)
-    if generator is None:
-        generator = torch.Generator(device=device).manual_seed(0)
-    if isinstance(generator, torch.Generator):
-        return torch.rand((batch, *shape), generator=generator, device=device, dtype=dtype)
-    gens = list(generator)
-    if len(gens) != batch:
-        raise ValueError(f"got {len(gens)} generators for a batch of {batch} envs")
-    return torch.stack([torch.rand(shape, generator=g, device=device, dtype=dtype) for g in gens])
+    return _draw(torch.rand, generator, batch, shape, device, dtype)
 
 
 def action_bounds(world_model: WorldModelLike, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -217,6 +296,16 @@ def gather_rows(x: Tensor, idx: Tensor) -> Tensor:
     """x [B,S,...], idx [B,K] -> [B,K,...] (top-k gather along the sample axis)."""
     view = idx.reshape(*idx.shape, *([1] * (x.dim() - 2)))
     return torch.gather(x, 1, view.expand(*idx.shape, *x.shape[2:]))
+
+
+def argmin_rows(
+    energy: Tensor, cand: Tensor, terms: Mapping[str, Tensor] | None = None
+) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Lowest-energy sample per env: energy [B,S], cand [B,S,...], terms {k: [B,S]} ->
+    (cand [B,...], energy [B], {k: [B]})."""
+    e_min, idx = energy.min(1)
+    best = cand[torch.arange(cand.shape[0], device=cand.device), idx]
+    return best, e_min, {k: v.gather(1, idx[:, None]).squeeze(1) for k, v in (terms or {}).items()}
 
 
 # ---------------------------------------------------------------------- config plumbing

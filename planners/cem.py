@@ -13,17 +13,8 @@ import torch
 from torch import Tensor
 
 from .base import (
-    GeneratorArg,
-    Goal,
-    PlanContext,
-    PlannerConfig,
-    PlanResult,
-    Planner,
-    WorldModelLike,
-    action_bounds,
-    gather_rows,
-    half_range,
-    make_noise,
+    BestSoFar, Goal, PlanContext, PlannerConfig,
+    PlanResult, Planner, PlanSetup, WorldModelLike, gather_rows,
 )
 from .noise import colour_noise
 from .registry import register_planner
@@ -86,77 +77,51 @@ class CEMPlanner(Planner):
         """mean/std [B,H,A], eps [B,S',H,A], kept [B,n_keep,H,A]|None ->
         (mean, std, elites [B,K,H,A], elite energies [B,K], elite index [B,K], terms {k: [B,S]})."""
         c = self.config
-        b, s = mean.shape[0], c.samples
         fresh = mean.unsqueeze(1) + std.unsqueeze(1) * eps
         parts = [mean.unsqueeze(1)] if c.include_mean else []
         if kept is not None:
             parts.append(kept)
         parts.append(fresh)
         cand = self._project(torch.cat(parts, 1), low, high)  # [B,S,H,A]
-        roll = self._rollout(world_model, context, cand.reshape(b * s, *cand.shape[2:]))
-        total, terms = self.energy.evaluate(roll, goal_m, cand.reshape(b * s, *cand.shape[2:]), {})
-        energy = total.reshape(b, s)
+        energy, terms = self._evaluate(world_model, context, goal_m, cand)
         vals, idx = torch.topk(energy, c.elites, dim=1, largest=False, sorted=True)
         elites = gather_rows(cand, idx)
         m = c.momentum
         new_mean = m * mean + (1 - m) * elites.mean(1)
         new_std = m * std + (1 - m) * elites.std(1, unbiased=False)
         new_std = torch.maximum(new_std, std_floor)
-        return new_mean, new_std, elites, vals, idx, {k: v.reshape(b, s) for k, v in terms.items()}
+        return new_mean, new_std, elites, vals, idx, terms
 
-    # ------------------------------------------------------------------ plan
-    @torch.no_grad()
-    def plan(
-        self,
-        world_model: WorldModelLike,
-        context: PlanContext,
-        goal: Goal,
-        init: Tensor | None = None,
-        generator: GeneratorArg = None,
-        horizon: int | None = None,
-    ) -> PlanResult:
-        c = self.config
-        b, h = context.batch, self._horizon(init, horizon)
-        low, high = action_bounds(world_model)
-        a_dim, dev = low.shape[0], low.device
-        scale = half_range(low, high)
-        mean = self._initial_mean(init, b, h, low, high)
-        std = (c.init_std * scale).expand(b, h, a_dim).clone()
-        std_floor = (c.min_std * scale).expand(b, h, a_dim)
+    # ------------------------------------------------------------------ search
+    def _optimise(
+        self, world_model: WorldModelLike, context: PlanContext, goal: Goal, setup: PlanSetup
+    ) -> tuple[PlanResult, dict[str, Tensor]]:
+        c, b, h, a_dim = self.config, setup.b, setup.h, setup.a_dim
+        mean = setup.mean
+        std = (c.init_std * setup.scale).expand(b, h, a_dim).clone()
+        std_floor = (c.min_std * setup.scale).expand(b, h, a_dim)
         kept = self._warm_tensor("elites", b, h) if self.n_keep > 0 else None
         if kept is not None and kept.shape[1] != self.n_keep:
             kept = None
 
         n_noise = c.samples - int(c.include_mean)  # kept elites replace the last fresh columns
-        eps = make_noise(generator, b, (c.iterations, n_noise, h, a_dim), dev)
-        eps = colour_noise(eps, c.noise_beta, dim=-2)
+        eps = colour_noise(setup.noise((c.iterations, n_noise)), c.noise_beta, dim=-2)
         goal_m = goal.broadcast(c.samples)
 
-        best_a = mean.clone()
-        best_e = torch.full((b,), float("inf"), device=dev)
-        best_terms: dict[str, Tensor] = {}
+        best = BestSoFar(mean)
         trace = []
         for i in range(c.iterations):
             eps_i = eps[:, i] if kept is None else eps[:, i, : n_noise - self.n_keep]
             mean, std, elites, vals, idx, terms = self._step_fn(
-                world_model, context, goal_m, mean, std, eps_i, kept, std_floor, low, high
+                world_model, context, goal_m, mean, std, eps_i, kept, std_floor, setup.low, setup.high
             )
-            better = vals[:, 0] < best_e
-            best_a = torch.where(better[:, None, None], elites[:, 0], best_a)
-            best_e = torch.where(better, vals[:, 0], best_e)
-            for k, v in terms.items():
-                tv = v.gather(1, idx[:, :1]).squeeze(1)
-                best_terms[k] = torch.where(better, tv, best_terms[k]) if k in best_terms else tv
+            best.update(elites[:, 0], vals[:, 0], {k: v.gather(1, idx[:, :1]).squeeze(1) for k, v in terms.items()})
             kept = elites[:, : self.n_keep] if self.n_keep > 0 else None
             trace.append(vals[:, 0])
 
-        if c.warm_start:
-            self._warm = {"mean": best_a}
-            if kept is not None:
-                self._warm["elites"] = kept
         stats = {
             "energy_per_iter": torch.stack(trace, 1),  # [B,I] best energy of each iteration
-            "terms": best_terms,  # {term: [B]} unweighted terms of the returned plan
+            "terms": best.terms,  # {term: [B]} unweighted terms of the returned plan
             "final_std": std.mean(dim=(1, 2)),  # [B]
         }
-        return PlanResult(best_a, best_e, stats)
+        return PlanResult(best.actions, best.energy, stats), ({} if kept is None else {"elites": kept})

@@ -1,14 +1,19 @@
 """Action constraint sets: box bounds and an L1 ball around the box centre.
 
 All projections are branch-free tensor ops (no host syncs), so they can sit inside the
-optimisation loop and under ``torch.compile``.
+optimisation loop and under ``torch.compile``. This module imports nothing else of wmplan
+(``planners/base.py`` imports it).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
-from .base import box_centre
+
+def box_centre(low: Tensor, high: Tensor) -> Tensor:
+    """[A] centre of the box; 0 on unbounded dims."""
+    c = (low + high) / 2
+    return torch.where(torch.isfinite(c), c, torch.zeros_like(c))
 
 
 def project_l1_ball(v: Tensor, radius: float) -> Tensor:

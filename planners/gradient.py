@@ -27,18 +27,8 @@ import torch
 from torch import Tensor
 
 from .base import (
-    GeneratorArg,
-    Goal,
-    PlanContext,
-    PlannerConfig,
-    PlanResult,
-    Planner,
-    Rollout,
-    WorldModelLike,
-    action_bounds,
-    box_centre,
-    half_range,
-    make_uniform,
+    BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
+    Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows,
 )
 from .registry import register_planner
 
@@ -95,76 +85,61 @@ class GradientPlanner(Planner):
         if self.config.collocation and not _has_term(self.energy, "jepa_residual"):
             raise ValueError("collocation=True needs an energy with a 'jepa_residual' term (configs/energy/collocation.yaml)")
 
-    def plan(
-        self,
-        world_model: WorldModelLike,
-        context: PlanContext,
-        goal: Goal,
-        init: Tensor | None = None,
-        generator: GeneratorArg = None,
-        horizon: int | None = None,
-    ) -> PlanResult:
-        c = self.config
-        b, h, r = context.batch, self._horizon(init, horizon), c.samples
-        low, high = action_bounds(world_model)
-        a_dim, dev = low.shape[0], low.device
-        scale = half_range(low, high)
+    def _optimise(
+        self, world_model: WorldModelLike, context: PlanContext, goal: Goal, setup: PlanSetup
+    ) -> tuple[PlanResult, dict[str, Tensor]]:
+        c, b, h, r = self.config, setup.b, setup.h, self.config.samples
         context = PlanContext(_plain(context.latents), _plain(context.proprio), _plain(context.actions))
         goal_m = goal.broadcast(r)
-        mean = self._initial_mean(init, b, h, low, high)
-        lo = torch.where(torch.isfinite(low), low, box_centre(low, high) - 1)
-        rand = lo + 2 * scale * make_uniform(generator, b, (r - 1, h, a_dim), dev)
-        x = self._project(torch.cat([mean[:, None], rand], 1), low, high).reshape(b * r, h, a_dim)
+        rand = setup.uniform((r - 1,))
+        x = self._project(torch.cat([setup.mean[:, None], rand], 1), setup.low, setup.high)
+        x = x.reshape(b * r, h, setup.a_dim)  # [M,H,A], M = B*R restarts
 
-        with torch.enable_grad():
+        best: BestSoFar | None = None
+        with torch.enable_grad():  # plan() runs under no_grad; the search needs the graph
             if c.collocation:
-                x, trace = self._collocate(world_model, context, goal_m, x, low, high)
-                best_e = best_a = None
+                x, trace = self._collocate(world_model, context, goal_m, x, setup)
             else:
-                x, best_a, best_e, trace = self._shoot(world_model, context, goal_m, x, low, high)
-        with torch.no_grad():
-            # final (dynamically consistent) evaluation of the last iterates of every restart
-            total, terms = self.energy.evaluate(self._rollout(world_model, context, x), goal_m, x, {})
-            if best_e is not None:
-                better = total < best_e
-                best_a = torch.where(better[:, None, None], x, best_a)
-                best_e = torch.where(better, total, best_e)
-            else:
-                best_a, best_e = x, total
-            e = best_e.reshape(b, r)
-            e_min, idx = e.min(1)
-            actions = best_a.reshape(b, r, h, a_dim)[torch.arange(b, device=dev), idx]
-        if c.warm_start:
-            self._warm = {"mean": actions.detach()}
+                x, best, trace = self._shoot(world_model, context, goal_m, x, setup)
+        # final (dynamically consistent) evaluation of the last iterates of every restart
+        total, _ = self._energy(world_model, context, goal_m, x)
+        if best is not None:
+            best.update(x, total)
+            rows_a, rows_e = best.actions, best.energy
+        else:
+            rows_a, rows_e = x, total
+        actions, e_min, _ = argmin_rows(rows_e.reshape(b, r), rows_a.reshape(b, r, h, setup.a_dim))
         stats = {"energy_per_iter": torch.stack(trace, 1).reshape(b, r, -1).amin(1) if trace else None}
-        return PlanResult(actions.detach(), e_min.detach(), stats)
+        return PlanResult(actions.detach(), e_min.detach(), stats), {}
 
     # ------------------------------------------------------------------ shooting
-    def _shoot(self, wm, context, goal_m, x, low, high):
+    def _shoot(
+        self, wm: WorldModelLike, context: PlanContext, goal_m: Goal, x: Tensor, setup: PlanSetup
+    ) -> tuple[Tensor, BestSoFar, list[Tensor]]:
+        """Adam on x [M,H,A] -> (last iterate [M,H,A], best per row, per-iteration energies [M])."""
         c = self.config
-        scale = half_range(low, high)
         adam = _Adam(x, c.beta1, c.beta2)
-        best_a, best_e = x.clone(), torch.full((x.shape[0],), float("inf"), device=x.device)
+        best = BestSoFar(x)
         trace = []
         for i in range(c.iterations):
             f = _lr_factor(c, i)
             x = x.detach().requires_grad_(True)
-            total, _ = self.energy.evaluate(self._rollout(wm, context, x), goal_m, x, {})
+            total, _ = self._energy(wm, context, goal_m, x)
             _check_grad(total)
             (grad,) = torch.autograd.grad(total.sum(), x)
             with torch.no_grad():
-                better = total < best_e
-                best_a = torch.where(better[:, None, None], x, best_a)
-                best_e = torch.where(better, total, best_e)
+                best.update(x, total)
                 trace.append(total.detach())
-                x = self._project(x - f * c.lr * scale * adam.direction(grad), low, high)
-        return x.detach(), best_a.detach(), best_e.detach(), trace
+                x = self._project(x - f * c.lr * setup.scale * adam.direction(grad), setup.low, setup.high)
+        return x.detach(), best, trace
 
     # ------------------------------------------------------------------ collocation
-    def _collocate(self, wm, context, goal_m, x, low, high):
+    def _collocate(
+        self, wm: WorldModelLike, context: PlanContext, goal_m: Goal, x: Tensor, setup: PlanSetup
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Adam on actions x [M,H,A] and states z_1..z_{H-1} -> (last actions [M,H,A], energies [M] per iteration)."""
         c = self.config
         m, h = x.shape[0], x.shape[1]
-        scale = half_range(low, high)
         with torch.no_grad():
             init_roll = self._rollout(wm, context, x)
         s = m // context.batch
@@ -202,7 +177,7 @@ class GradientPlanner(Planner):
             grads = torch.autograd.grad(total.sum(), leaves)
             with torch.no_grad():
                 trace.append(total.detach())
-                x = self._project(x - f * c.lr * scale * opt_x.direction(grads[0]), low, high)
+                x = self._project(x - f * c.lr * setup.scale * opt_x.direction(grads[0]), setup.low, setup.high)
                 z = z - f * c.latent_lr * opt_z.direction(grads[1])
                 if use_p:
                     p = p - f * c.latent_lr * opt_p.direction(grads[2])

@@ -14,16 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
-    GeneratorArg,
-    Goal,
-    PlanContext,
-    PlannerConfig,
-    PlanResult,
-    Planner,
-    WorldModelLike,
-    action_bounds,
-    half_range,
-    make_noise,
+    BestSoFar, Goal, PlanContext, PlannerConfig,
+    PlanResult, Planner, PlanSetup, WorldModelLike, argmin_rows,
 )
 from .noise import colour_noise
 from .registry import register_planner
@@ -84,65 +76,44 @@ class MPPIPlanner(Planner):
         """mean [B,H,A], noise [B,S',H,A] (already scaled) -> (new mean, best sample [B,H,A],
         best energy [B], terms of the best sample {k: [B]})."""
         c = self.config
-        b, s = mean.shape[0], c.samples
         cand = mean.unsqueeze(1) + noise
         if c.include_mean:
             cand = torch.cat([mean.unsqueeze(1), cand], 1)
         cand = self._project(cand, low, high)
-        flat = cand.reshape(b * s, *cand.shape[2:])
-        total, terms = self.energy.evaluate(self._rollout(world_model, context, flat), goal_m, flat, {})
-        e = total.reshape(b, s)
-        e_min, i_min = e.min(1)
+        e, terms = self._evaluate(world_model, context, goal_m, cand)
+        best, e_min, best_terms = argmin_rows(e, cand, terms)
         span = (e.max(1).values - e_min).clamp(min=1e-12)
         w = torch.softmax(-(e - e_min[:, None]) / (c.temperature * span[:, None]), dim=1)
         new = (w[:, :, None, None] * cand).sum(1)
         new = smooth_time(new, c.smoothing)
         new = self._project(c.momentum * mean + (1 - c.momentum) * new, low, high)
-        best = cand[torch.arange(b, device=cand.device), i_min]
-        best_terms = {k: v.reshape(b, s).gather(1, i_min[:, None]).squeeze(1) for k, v in terms.items()}
         return new, best, e_min, best_terms
 
-    @torch.no_grad()
-    def plan(
-        self,
-        world_model: WorldModelLike,
-        context: PlanContext,
-        goal: Goal,
-        init: Tensor | None = None,
-        generator: GeneratorArg = None,
-        horizon: int | None = None,
-    ) -> PlanResult:
+    def _optimise(
+        self, world_model: WorldModelLike, context: PlanContext, goal: Goal, setup: PlanSetup
+    ) -> tuple[PlanResult, dict[str, Tensor]]:
         c = self.config
-        b, h = context.batch, self._horizon(init, horizon)
-        low, high = action_bounds(world_model)
-        a_dim, dev = low.shape[0], low.device
-        scale = half_range(low, high)
-        mean = self._initial_mean(init, b, h, low, high)
+        mean = setup.mean
         n_noise = c.samples - int(c.include_mean)
-        eps = colour_noise(make_noise(generator, b, (c.iterations, n_noise, h, a_dim), dev), c.noise_beta, dim=-2)
+        eps = colour_noise(setup.noise((c.iterations, n_noise)), c.noise_beta, dim=-2)
         goal_m = goal.broadcast(c.samples)
 
-        best_a, best_e = mean.clone(), torch.full((b,), float("inf"), device=dev)
-        best_terms: dict[str, Tensor] = {}
+        best = BestSoFar(mean)
         trace = []
-        std = c.noise_std * scale
+        std = c.noise_std * setup.scale
         for i in range(c.iterations):
-            mean, cand_a, cand_e, terms = self._step_fn(world_model, context, goal_m, mean, eps[:, i] * std, low, high)
-            better = cand_e < best_e
-            best_a = torch.where(better[:, None, None], cand_a, best_a)
-            best_e = torch.where(better, cand_e, best_e)
-            for k, v in terms.items():
-                best_terms[k] = torch.where(better, v, best_terms[k]) if k in best_terms else v
+            mean, cand_a, cand_e, terms = self._step_fn(
+                world_model, context, goal_m, mean, eps[:, i] * std, setup.low, setup.high
+            )
+            best.update(cand_a, cand_e, terms)
             trace.append(cand_e)
             std = std * c.noise_decay
 
         # The final mean is what MPPI would execute; evaluate it and keep it where it is better.
-        mean_e, mean_terms = self.energy.evaluate(self._rollout(world_model, context, mean), goal, mean, {})
-        use_mean = mean_e <= best_e
-        actions = torch.where(use_mean[:, None, None], mean, best_a)
-        energy = torch.where(use_mean, mean_e, best_e)
-        terms_out = {k: torch.where(use_mean, mean_terms[k], v) for k, v in best_terms.items()}
-        if c.warm_start:
-            self._warm = {"mean": actions}
+        mean_e, mean_terms = self._energy(world_model, context, goal, mean)
+        use_mean = mean_e <= best.energy
+        actions = torch.where(use_mean[:, None, None], mean, best.actions)
+        energy = torch.where(use_mean, mean_e, best.energy)
+        terms_out = {k: torch.where(use_mean, mean_terms[k], v) for k, v in best.terms.items()}
         stats = {"energy_per_iter": torch.stack(trace, 1), "terms": terms_out, "mean_chosen": use_mean}
-        return PlanResult(actions, energy, stats)
+        return PlanResult(actions, energy, stats), {}

@@ -3,45 +3,30 @@
 A new planner (or energy term) is one file that decorates its class with
 ``@register_planner("name")`` (``@register_energy("name")``) plus one yaml in
 configs/planner/ (configs/energy/); ``planners/__init__.py`` imports the file.
+
+Import order: the energy registry lives in ``energies/base.py`` (energy terms must not import
+this module, which imports them); importing this module imports the ``wmplan.planners``
+package first, and its ``__init__`` imports every planner and energy module, so both
+registries are full whenever the factories run.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from .base import Planner, dataclass_from_dict, to_plain
+from .energies import ENERGIES, CompositeEnergy, Energy, GoalEnergy, register_energy
+from .energies.base import class_registrar
+
+__all__ = ["PLANNERS", "ENERGIES", "register_planner", "register_energy", "build_energy", "build_planner"]
 
 PLANNERS: dict[str, type] = {}
-ENERGIES: dict[str, type] = {}
+
+register_planner = class_registrar(PLANNERS, "planner")
+register_planner.__doc__ = "Class decorator adding a Planner subclass under ``name``."
 
 
-def register_planner(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator adding a Planner subclass under ``name``."""
-
-    def deco(cls: type[T]) -> type[T]:
-        if name in PLANNERS and PLANNERS[name] is not cls:
-            raise ValueError(f"planner {name!r} registered twice")
-        PLANNERS[name] = cls
-        cls.name = name  # type: ignore[attr-defined]
-        return cls
-
-    return deco
-
-
-def register_energy(name: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator adding an Energy term under ``name``."""
-
-    def deco(cls: type[T]) -> type[T]:
-        if name in ENERGIES and ENERGIES[name] is not cls:
-            raise ValueError(f"energy {name!r} registered twice")
-        ENERGIES[name] = cls
-        cls.name = name  # type: ignore[attr-defined]
-        return cls
-
-    return deco
-
-
-def build_energy(cfg: Any) -> Any:
+def build_energy(cfg: Any) -> Energy:
     """Energy from a config mapping of terms, e.g.
     ``{"goal": {"weight": 1.0, "metric": "l1", "steps": "last"}, "action_smoothness": {"weight": 0.1}}``.
 
@@ -49,10 +34,6 @@ def build_energy(cfg: Any) -> Any:
     can appear twice). Terms with weight 0 are dropped (they would only cost compute).
     An Energy instance is returned unchanged; None gives the default L1 last-step goal energy.
     """
-    from .. import planners  # noqa: F401  (populates the registries)
-    from .base import to_plain
-    from .energies import CompositeEnergy, Energy, GoalEnergy
-
     if cfg is None:
         return GoalEnergy()
     if isinstance(cfg, Energy):
@@ -79,15 +60,12 @@ def build_energy(cfg: Any) -> Any:
     return CompositeEnergy(terms)
 
 
-def build_planner(cfg: Any, energy: Any = None) -> Any:
+def build_planner(cfg: Any, energy: Any = None) -> Planner:
     """Planner from a config mapping with a ``name`` field plus that planner's config fields.
 
     ``energy``: an Energy or an energy config mapping; when None the planner config's own
     ``energy`` entry is used, else the default goal energy. Unknown fields raise ValueError.
     """
-    from .. import planners  # noqa: F401
-    from .base import dataclass_from_dict, to_plain
-
     cfg = dict(to_plain(cfg))
     name = cfg.pop("name", None)
     if name not in PLANNERS:

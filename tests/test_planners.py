@@ -2,12 +2,18 @@
 import os
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
-from wmplan.planners import Goal, PlanContext, build_energy, build_planner, shift_actions
+from wmplan.planners import PLANNERS, Goal, PlanContext, Planner, build_energy, build_planner, shift_actions
 from wmplan.planners.analytic import LinearLatentWorldModel
+from wmplan.planners.base import BestSoFar
 from wmplan.planners.constraints import project_actions, project_l1_ball
+from wmplan.planners.noise import colour_noise
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -199,19 +205,32 @@ def test_l1_constraint_in_planner():
     assert res.actions.abs().sum(-1).min().item() > 0.7
 
 
-def test_build_from_yaml_configs():
-    from omegaconf import OmegaConf
+def _load_configs(group: str) -> dict:
+    """configs/<group>/*.yaml by stem: plain, or composed with Hydra when they place a
+    structured schema (``defaults: [/schema/...]``, registered by ``wmplan.config_store``)."""
+    paths = sorted((CONFIGS / group).glob("*.yaml"))
+    raw = {p.stem: OmegaConf.load(p) for p in paths}
+    if not any("defaults" in c for c in raw.values()):
+        return raw
+    from hydra import compose, initialize_config_dir  # only this layout needs Hydra + the schemas
 
-    energies = {p.stem: OmegaConf.load(p) for p in (CONFIGS / "energy").glob("*.yaml")}
+    import wmplan.config_store  # noqa: F401
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return {stem: compose(config_name=f"{group}/{stem}")[group] for stem in raw}
+
+
+def test_build_from_yaml_configs():
+    energies = _load_configs("energy")
     for e in energies.values():
         build_energy(e)
-    for path in sorted((CONFIGS / "planner").glob("*.yaml")):
-        cfg = OmegaConf.load(path)
+    for path, cfg in _load_configs("planner").items():
         if cfg.get("collocation"):
-            p = build_planner(cfg)  # its own default energy (goal + jepa_residual)
+            if cfg.get("energy") is not None:
+                build_planner(cfg)  # its own default energy (goal + jepa_residual)
             with pytest.raises(ValueError, match="jepa_residual"):
                 build_planner(cfg, energy=energies["goal_l1"])
-            build_planner(cfg, energy=energies["collocation"])
+            p = build_planner(cfg, energy=energies["collocation"])
         else:
             p = build_planner(cfg, energy=energies["goal_l1"])
         assert p.config.horizon > 0, path
@@ -268,8 +287,6 @@ def test_compiled_step_matches_eager(name):
 
 
 def test_colour_noise():
-    from wmplan.planners.noise import colour_noise
-
     white = torch.randn(4000, 16, 3, generator=torch.Generator().manual_seed(0))
     red = colour_noise(white, 2.0, dim=-2)
     assert red.shape == white.shape and torch.equal(colour_noise(white, 0.0), white)
@@ -284,3 +301,36 @@ def test_random_shooting_chunks_match_one_shot():
     b = _planner("random_shooting", samples=64, chunk=24).plan(_wm(), ctx, goal, generator=_gens([1, 2, 3]))
     assert torch.equal(a.actions, b.actions)
     torch.testing.assert_close(a.energy, b.energy)
+
+
+def test_best_so_far_keeps_the_lowest_energy_per_row():
+    best = BestSoFar(torch.zeros(2, 3, 1))
+    assert torch.isinf(best.energy).all() and best.terms == {}
+    better = best.update(torch.ones(2, 3, 1), torch.tensor([1.0, 2.0]), {"goal": torch.tensor([0.5, 0.6])})
+    assert better.tolist() == [True, True]
+    better = best.update(torch.full((2, 3, 1), 2.0), torch.tensor([0.5, 3.0]), {"goal": torch.tensor([0.1, 0.2])})
+    assert better.tolist() == [True, False]
+    assert best.actions[:, 0, 0].tolist() == [2.0, 1.0] and best.energy.tolist() == [0.5, 2.0]
+    assert best.terms["goal"].tolist() == [pytest.approx(0.1), pytest.approx(0.6)]
+
+
+def test_planner_without_optimise_says_so():
+    class Bare(Planner):
+        pass
+
+    ctx, goal = _problem(1)
+    with pytest.raises(NotImplementedError, match="_optimise"):
+        Bare().plan(_wm(), ctx, goal)
+
+
+def test_registries_are_full_after_importing_only_the_registry():
+    """A fresh interpreter that imports only ``registry`` can build every planner: importing it
+    runs the package __init__, which imports all planner and energy modules (no lazy imports)."""
+    code = ("from wmplan.planners.registry import ENERGIES, PLANNERS, build_planner\n"
+            "assert {'cem', 'mppi', 'gradient', 'random_shooting'} <= set(PLANNERS), PLANNERS\n"
+            "assert {'goal', 'jepa_residual', 'action_smoothness'} <= set(ENERGIES), ENERGIES\n"
+            "build_planner({'name': 'mppi', 'samples': 4}, energy={'action_smoothness': {}})\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert set(PLANNERS) >= {"cem", "mppi", "gradient", "random_shooting"}

@@ -2,10 +2,10 @@
 
 All terms see M rollout rows (M = B*S inside a planner); ``goal`` is already broadcast to M.
 """
-from ..energies.base import CompositeEnergy, Energy
-from ..energies.goal import GoalEnergy
-from ..energies.action import ActionMagnitude, ActionSmoothness
-from ..energies.world import EnsembleDisagreement, JEPAResidual
+from .base import ENERGIES, CompositeEnergy, Energy, register_energy
+from .goal import GoalEnergy
+from .action import ActionMagnitude, ActionSmoothness
+from .world import EnsembleDisagreement, JEPAResidual
 
 __all__ = [
     "Energy",
@@ -15,4 +15,6 @@ __all__ = [
     "ActionSmoothness",
     "EnsembleDisagreement",
     "JEPAResidual",
+    "ENERGIES",
+    "register_energy",
 ]

@@ -1,11 +1,43 @@
-"""Energy interface and the weighted-sum composite."""
+"""Energy interface, the weighted-sum composite, and the name -> class registries.
+
+This module imports nothing else of wmplan, so every energy term, the planner base and the
+config factories in ``planners/registry.py`` can import it without a cycle.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from torch import Tensor
+
+T = TypeVar("T")
+
+ENERGIES: dict[str, type] = {}
+
+
+def class_registrar(table: dict[str, type], kind: str) -> Callable[[str], Callable[[type[T]], type[T]]]:
+    """Decorator factory: ``register(name)(cls)`` adds ``cls`` to ``table`` and sets ``cls.name``.
+
+    Shared by the energy and planner registries; registering another class under a taken
+    name raises (re-registering the same class is allowed, e.g. on module reload).
+    """
+
+    def register(name: str) -> Callable[[type[T]], type[T]]:
+        def deco(cls: type[T]) -> type[T]:
+            if name in table and table[name] is not cls:
+                raise ValueError(f"{kind} {name!r} registered twice")
+            table[name] = cls
+            cls.name = name  # type: ignore[attr-defined]
+            return cls
+
+        return deco
+
+    return register
+
+
+register_energy = class_registrar(ENERGIES, "energy")
+register_energy.__doc__ = "Class decorator adding an Energy term under ``name``."
 
 
 class Energy(ABC):

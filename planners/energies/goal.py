@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..energies.base import Energy
-from ..registry import register_energy
+from .base import Energy, register_energy
 
 METRICS = ("l1", "l2", "cosine")
 

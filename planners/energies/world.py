@@ -5,8 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..energies.base import Energy
-from ..registry import register_energy
+from .base import Energy, register_energy
 
 
 @register_energy("ensemble_disagreement")
