@@ -37,6 +37,7 @@ from typing import Any
 
 import hydra
 import numpy as np
+from matplotlib.figure import Figure
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -334,16 +335,12 @@ def print_row(row: dict) -> None:
 def write_plot(rows: list[dict], path: Path, title: str = "") -> str:
     """Two labelled panels, one bar per row: p50 latency per batched plan (ms, log scale, with
     the p95 as a whisker) and the speed-up over the reference CEM measured in the same run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = sorted({r["planner"] for r in rows})
     colors = [f"C{names.index(r['planner'])}" for r in rows]
     labels = [f"{r['planner']} ({r['predictor']})\nB{r['batch']} S{r['samples']} H{r['horizon']}" for r in rows]
     x = np.arange(len(rows))
-    fig, (ax_l, ax_s) = plt.subplots(1, 2, figsize=(max(8, 1.1 * len(rows) + 2), 4.6), dpi=120)
+    fig = Figure(figsize=(max(8, 1.1 * len(rows) + 2), 4.6), dpi=120)
+    ax_l, ax_s = fig.subplots(1, 2)
     p50 = np.array([r["latency_ms_p50"] for r in rows])
     p95 = np.array([r["latency_ms_p95"] for r in rows])
     ax_l.bar(x, p50, color=colors, yerr=[np.zeros_like(p50), p95 - p50], capsize=3)
@@ -359,7 +356,6 @@ def write_plot(rows: list[dict], path: Path, title: str = "") -> str:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return "matplotlib"
 
 

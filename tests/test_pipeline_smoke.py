@@ -54,41 +54,13 @@ def test_plan_errors_on_missing_model(tmp_path):
     assert proc.returncode != 0 and "nonexistent" in proc.stderr and "bundled models" in proc.stderr
 
 
-def _plan_module():
-    import importlib.util
-
-    from tests.conftest import ROOT
-    spec = importlib.util.spec_from_file_location("plan_script", ROOT / "scripts" / "plan.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_task_energy_precedence():
-    """env.plan.energy picks the task's energy file unless energy=<name> is given on the
-    command line; energy.<field>=... overrides apply on top either way."""
-    from omegaconf import OmegaConf
-
-    task_energy = _plan_module().task_energy
-    default = {"goal": {"weight": 1.0, "metric": "l1", "steps": "last"}}
-    cfg = OmegaConf.create({"env": {"plan": {"energy": "goal_l2_all"}}, "energy": default})
-    e = task_energy(cfg, [])
-    assert e["goal"]["metric"] == "l2" and e["goal"]["steps"] == "all"  # the task's file
-    assert task_energy(cfg, ["energy=goal_l1"]) == default  # the command line's choice wins
-    e = task_energy(cfg, ["episodes=3", "energy.goal.weight=2.5"])
-    assert e["goal"]["weight"] == 2.5 and e["goal"]["steps"] == "all"
-    assert task_energy(OmegaConf.create({"env": {"plan": {}}, "energy": default}), []) == default
-    bad = OmegaConf.create({"env": {"plan": {"energy": "no_such_energy"}}, "energy": default})
-    with pytest.raises(ValueError, match="no_such_energy"):
-        task_energy(bad, [])
-
-
 def test_plan_bundled_reacher_uses_task_energy(tmp_path):
-    """The bundled Reacher model plans on its (lamp-lit) task with the task's energy."""
-    run_script("plan.py", "env=reacher", f"out_dir={tmp_path}", "episodes=2", "num_envs=2", "max_steps=5",
+    """task=reacher composes the Reacher env, its bundled model, its energy and horizon."""
+    run_script("plan.py", "task=reacher", f"out_dir={tmp_path}", "episodes=2", "num_envs=2", "max_steps=5",
                "planner.samples=8", "planner.iterations=1", "planner.elites=2", "video=false", "threads=1")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["env_id"] == "wmplan/Reacher-v0" and summary["world_model"].endswith("reacher.pt")
-    assert summary["energy"]["goal"]["steps"] == "all" and summary["config"]["planner"]["horizon"] == 2
+    assert summary["task"] == "reacher" and summary["config"]["planner"]["horizon"] == 2
+    assert summary["config"]["energy"]["goal"]["steps"] == "all" and "steps='all'" in summary["energy_built"]
     assert all(json.loads(l)["steps"] == 5 or json.loads(l)["success"]
                for l in (tmp_path / "episodes.jsonl").read_text().splitlines())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to pick
 from omegaconf import DictConfig
 
 from .io import atomic_write_bytes, write_json
@@ -47,14 +48,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_runs(rows: list[dict[str, Any]], path: str | Path) -> None:
     """Two bar panels, one bar per run: success rate, and planning time per env action."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [r["setting"] for r in rows]
     y = list(range(len(rows)))
-    fig, (ax_s, ax_t) = plt.subplots(1, 2, sharey=True, figsize=(9, 1.2 + 0.45 * len(rows)), dpi=120)
+    fig = Figure(figsize=(9, 1.2 + 0.45 * len(rows)), dpi=120)
+    ax_s, ax_t = fig.subplots(1, 2, sharey=True)
     ax_s.barh(y, [r["success_rate"] for r in rows], color="tab:green")
     ax_s.set_xlim(0, 1)
     ax_s.set_xlabel(f"success rate ({rows[0]['episodes']} episodes each)")
@@ -66,7 +63,6 @@ def plot_runs(rows: list[dict[str, Any]], path: str | Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
 
 
 def aggregate(sweep_dir: str | Path) -> str:
