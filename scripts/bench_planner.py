@@ -15,7 +15,7 @@ Same algorithm and budget as ``planners.cem`` (S samples incl. the mean, K elite
 iterations, momentum, std floor), so speed ratios compare implementations, not algorithms.
 
 Row fields: latency_ms_p50/p95 (one plan call for B envs), latency_ms_per_action_p50
-(per executed action: B * replan_every predictor steps per plan), plans_per_s (env plans
+(per executed action: B * replan_pred_steps predictor steps per plan), plans_per_s (env plans
 per second = B / latency), rollout_steps_per_s (predictor sample-steps evaluated per
 second, counted at the world-model interface), flops_per_plan (torch.utils.flop_counter,
 one untimed plan), achieved_flops_per_s, frac_of_peak (only where the device peak is
@@ -289,7 +289,7 @@ def run(cfg: DictConfig) -> dict:
                 "planner": e["name"], "predictor": size.get("name", "?"), "batch": b, "samples": s,
                 "iterations": e["iters"], "horizon": h, "device": str(dev),
                 "latency_ms_p50": p50, "latency_ms_p95": pct(e["lat"], 95),
-                "latency_ms_per_action_p50": p50 / (b * int(cfg.replan_every)),
+                "latency_ms_per_action_p50": p50 / (b * int(cfg.replan_pred_steps)),
                 "plans_per_s": b * 1e3 / p50, "rollout_steps_per_s": steps_per_plan * 1e3 / p50,
                 "flops_per_plan": flops, "achieved_flops_per_s": None if flops is None else flops * 1e3 / p50,
                 "frac_of_peak": None if (flops is None or peak is None) else flops * 1e3 / p50 / peak,
