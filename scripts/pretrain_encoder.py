@@ -2,8 +2,9 @@
 
     python scripts/pretrain_encoder.py data_dir=data/pointmaze out_dir=runs/encoder steps=2000
 
-Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder), ``out_dir/log.jsonl`` and
-``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter
+Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder, type ``vit``), ``out_dir/log.jsonl``,
+``out_dir/tb/`` (TensorBoard curves with ``tensorboard=true`` and the ``wmplan[tensorboard]``
+extra) and ``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter
 (models, optimizer, RNG states, log). The lr / EMA schedules are functions of (step, steps),
 so resuming with a larger ``steps`` continues on the stretched schedule.
 """
@@ -22,9 +23,10 @@ from torch import Tensor
 
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.masks import MaskSpec, sample_masks
-from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, atomic_save, atomic_write_bytes, load_checkpoint,
-                              resolve_device, seed_everything)
-from wmplan.worldmodel.vit import ViTConfig, save_encoder
+from wmplan.worldmodel.registry import save_encoder
+from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, TensorBoardLog, atomic_save, atomic_write_bytes,
+                                     load_checkpoint, resolve_device, seed_everything)
+from wmplan.worldmodel.vit import VisionTransformer, ViTConfig
 from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
 log = logging.getLogger("pretrain_encoder")
@@ -92,10 +94,15 @@ def train(cfg: DictConfig) -> dict:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)  # 1 is much faster on a CPU shared with other jobs
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))  # 1 is much faster on a CPU shared with other jobs
     seed_everything(cfg.seed)
-    vit_cfg = ViTConfig.from_dict(OmegaConf.to_container(cfg.encoder, resolve=True))
+    spec = OmegaConf.to_container(cfg.encoder, resolve=True)
+    tag = spec.pop("type", "vit")
+    if tag != VisionTransformer.type_tag:
+        raise ValueError(f"pretrain_encoder trains the V-JEPA ViT (encoder type 'vit'), not encoder type {tag!r}; "
+                         f"a frozen encoder of another type goes straight to train_predictor (encoder={tag} ...)")
+    vit_cfg = ViTConfig.from_dict(spec)
     if cfg.num_frames % vit_cfg.tubelet:
         raise ValueError(f"num_frames={cfg.num_frames} must be a multiple of encoder.tubelet={vit_cfg.tubelet}")
 
@@ -140,6 +147,7 @@ def train(cfg: DictConfig) -> dict:
         }, state_path)
 
     grid = (cfg.num_frames // vit_cfg.tubelet, *model.encoder.grid)
+    tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=step + 1 if step else None)
     bar = ProgressBar(None, total=cfg.steps, desc="pretrain", initial=step)
     loss_sum, loss_n, t0 = 0.0, 0, time.time()
     model.train()
@@ -166,6 +174,9 @@ def train(cfg: DictConfig) -> dict:
             e = {"step": step, "loss": loss_sum / loss_n, "lr": lr, "momentum": momentum,
                  **diagnostics(model, clip), "sec_per_step": (time.time() - t0) / loss_n}
             entries.append(e)
+            tb.scalars(step, {"loss": e["loss"], "lr": lr, "ema_momentum": momentum}, "train/")
+            tb.scalars(step, {k: e[k] for k in ("latent_std", "eff_rank", "pooled_std")}, "collapse/")
+            tb.scalars(step, {"sec_per_step": e["sec_per_step"]}, "perf/")
             loss_sum, loss_n, t0 = 0.0, 0, time.time()
             log.info("step %d loss %.4f lr %.2e momentum %.5f latent_std %.3f eff_rank %.1f pooled_std %.3f",
                      step, e["loss"], lr, momentum, e["latent_std"], e["eff_rank"], e["pooled_std"])
@@ -176,6 +187,7 @@ def train(cfg: DictConfig) -> dict:
         if step % cfg.ckpt_every == 0:
             save_state()
     bar.close()
+    tb.close()
 
     save_state()  # so a rerun with a larger `steps` continues from here
     write_log(out / "log.jsonl", entries)

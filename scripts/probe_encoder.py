@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.probe import encode_features, fit_ridge, r2_score
+from wmplan.worldmodel.registry import build_encoder, component_type, load_encoder
 from wmplan.worldmodel.utils import atomic_write_bytes, resolve_device
-from wmplan.worldmodel.vit import VisionTransformer, load_encoder
 
 log = logging.getLogger("probe_encoder")
 
@@ -42,10 +42,13 @@ def gather_frames(ds: EpisodeDataset, ids: list[int], dims: list[int], max_frame
 
 
 def probe(cfg: DictConfig) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     device = resolve_device(cfg.device)
     encoder = load_encoder(cfg.encoder_path, device)
     torch.manual_seed(cfg.seed)
-    random_encoder = VisionTransformer(encoder.cfg).to(device).eval().requires_grad_(False)
+    random_encoder = build_encoder(component_type(encoder), encoder.config.to_dict())
+    random_encoder = random_encoder.to(device).eval().requires_grad_(False)
 
     ds = EpisodeDataset(cfg.data_dir)
     train_ids, val_ids = ds.split(cfg.val_fraction, cfg.split_seed)

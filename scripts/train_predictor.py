@@ -1,10 +1,13 @@
 """Train an action-conditioned latent predictor on a frozen encoder; writes a WorldModel.
 
     python scripts/train_predictor.py data_dir=DATA encoder_path=ENC.pt out_dir=runs/predictor
+    python scripts/train_predictor.py data_dir=DATA encoder=<name> out_dir=...   # configs/encoder/<name>.yaml
 
-Outputs in ``out_dir``: ``latent_cache.pt`` (reused across runs), ``train_state.pt``
-(resume point, rewritten every ``ckpt_every`` steps; rerunning resumes), ``log.jsonl``,
-``metrics.json`` and the final ``world_model.pt``.
+The frozen encoder is a file written by ``save_encoder`` (any registered type) or one built
+from an encoder config (``type`` + fields, seeded with ``seed``; see ``worldmodel/registry.py``). Outputs in ``out_dir``: ``latent_cache.pt`` (reused across runs),
+``train_state.pt`` (resume point, rewritten every ``ckpt_every`` steps; rerunning resumes),
+``log.jsonl``, ``metrics.json``, ``tb/`` (TensorBoard curves, with ``tensorboard=true`` and the
+``wmplan[tensorboard]`` extra) and the final ``world_model.pt``.
 """
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, 
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.latent_cache import build_latent_cache
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint, resolve_device, seed_everything
-from wmplan.worldmodel.vit import load_encoder
+from wmplan.worldmodel.registry import build_encoder, load_encoder
+from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, TensorBoardLog, atomic_save, load_checkpoint,
+                                     resolve_device, seed_everything)
 from wmplan.worldmodel.world_model import WorldModel
 
 STATE_KIND = "wmplan-predictor-train-state"
@@ -61,19 +65,45 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 def eval_metrics(model: ACPredictor, windows: Window, horizon: int, prefix: str = "val") -> dict:
-    """Open-loop (1 context frame) errors of the predictor and the copy-last baseline."""
+    """Open-loop (1 context frame) errors of the predictor and the copy-last baseline, and the
+    spread of predicted vs target latents across windows (a collapsing predictor's shrinks)."""
     r = open_loop_errors(model, windows)
     return {f"{prefix}_open_loop_l1_{horizon}step": r["pred_l1"], f"{prefix}_copy_last_l1_{horizon}step": r["copy_l1"],
             f"{prefix}_ratio_{horizon}step": r["ratio"], f"{prefix}_open_loop_l1_per_step": r["pred_l1_per_step"],
-            f"{prefix}_copy_last_l1_per_step": r["copy_l1_per_step"]}
+            f"{prefix}_copy_last_l1_per_step": r["copy_l1_per_step"], f"{prefix}_pred_std": r["pred_std"],
+            f"{prefix}_target_std": r["target_std"]}
+
+
+def tb_eval(m: dict, horizon: int, prefix: str = "val") -> dict[str, float]:
+    """The TensorBoard view of :func:`eval_metrics` (short tags)."""
+    return {"open_loop_l1": m[f"{prefix}_open_loop_l1_{horizon}step"],
+            "copy_last_l1": m[f"{prefix}_copy_last_l1_{horizon}step"],
+            "ratio_to_copy_last": m[f"{prefix}_ratio_{horizon}step"],
+            "pred_std": m[f"{prefix}_pred_std"], "target_std": m[f"{prefix}_target_std"]}
+
+
+def frozen_encoder(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
+    """The encoder file ``encoder_path``, or (``encoder_path=null``) one built from the
+    ``encoder`` config (``type`` + fields) with RNG seed ``seed``; frozen."""
+    if bool(cfg.get("encoder_path")) == (cfg.get("encoder") is not None):
+        raise ValueError("train_predictor: set exactly one of encoder_path=<encoder.pt> and "
+                         "encoder=<name> (configs/encoder/<name>.yaml)")
+    if cfg.get("encoder_path"):
+        return load_encoder(cfg.encoder_path, device)
+    spec = OmegaConf.to_container(cfg.encoder, resolve=True)
+    tag = spec.pop("type", "vit")
+    with torch.random.fork_rng(devices=[]):  # leaves the training RNG stream untouched
+        torch.manual_seed(int(cfg.seed))
+        encoder = build_encoder(tag, spec)
+    return encoder.to(device).eval().requires_grad_(False)
 
 
 def train(cfg: DictConfig) -> dict:
     """Run (or resume) training; returns the final metrics dict."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.num_threads:
-        torch.set_num_threads(int(cfg.num_threads))
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
@@ -83,13 +113,14 @@ def train(cfg: DictConfig) -> dict:
     if not val_ids:
         print("warning: no held-out episodes (val_fraction too small); validating on train episodes")
         val_ids = train_ids
-    encoder = load_encoder(cfg.encoder_path, device)
+    encoder = frozen_encoder(cfg, device)
+    enc_path = cfg.get("encoder_path") or None
     img = ds.meta.get("image_size")
-    if img is not None and int(img) != encoder.cfg.img_size:
-        raise ValueError(f"dataset {cfg.data_dir} has image_size={img} but encoder {cfg.encoder_path} "
-                         f"expects img_size={encoder.cfg.img_size}")
+    if img is not None and int(img) != encoder.image_size:
+        raise ValueError(f"dataset {cfg.data_dir} has image_size={img} but encoder {enc_path or cfg.encoder} "
+                         f"expects image_size={encoder.image_size}")
     cache_dtype = {"float16": torch.float16, "float32": torch.float32}[cfg.cache_dtype]
-    cache = build_latent_cache(ds, encoder, cfg.encoder_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype)
+    cache = build_latent_cache(ds, encoder, enc_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype)
     tpos = [cache.index_of(i) for i in train_ids]
     vpos = [cache.index_of(i) for i in val_ids]
     fs = int(cfg.frameskip)
@@ -116,6 +147,8 @@ def train(cfg: DictConfig) -> dict:
     # ---- resume ---------------------------------------------------------------------------
     state_path, log_path = out / "train_state.pt", out / "log.jsonl"
     run_keys = {k: (str(cfg[k]) if k in ("data_dir", "encoder_path") else cfg[k]) for k in RESUME_KEYS}
+    if enc_path is None:  # an encoder built from its config: the config is part of the run
+        run_keys["encoder"] = OmegaConf.to_container(cfg.encoder, resolve=True)
     start, elapsed_before = 0, 0.0
     if state_path.is_file():
         st = load_checkpoint(state_path, kind=STATE_KIND)
@@ -138,6 +171,7 @@ def train(cfg: DictConfig) -> dict:
                      "predictor_config": pcfg.to_dict(), "run_keys": run_keys, "elapsed": elapsed}, state_path)
 
     # ---- loop -----------------------------------------------------------------------------
+    tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=start + 1 if start else None)
     model.train()
     t0 = time.time()
     bar = ProgressBar(None, total=cfg.steps - start, desc=f"train (steps {start}->{cfg.steps})")
@@ -157,10 +191,12 @@ def train(cfg: DictConfig) -> dict:
         if done % cfg.log_every == 0 or done == cfg.steps:
             losses = {k: float(v) for k, v in parts.items()}  # host sync only when logging
             append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
+            tb.scalars(done, {"lr": lr, **losses}, "train/")
             bar.update(0, loss=losses["loss"])
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
             m = eval_metrics(model, val_windows, cfg.eval_steps)
             append_jsonl(log_path, {"step": done, **{k: v for k, v in m.items() if not isinstance(v, list)}})
+            tb.scalars(done, tb_eval(m, cfg.eval_steps), "val/")
             print(f"\nstep {done}: val {cfg.eval_steps}-step open-loop L1 {m[f'val_open_loop_l1_{cfg.eval_steps}step']:.4f} "
                   f"vs copy-last {m[f'val_copy_last_l1_{cfg.eval_steps}step']:.4f}")
         if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.steps:
@@ -173,6 +209,8 @@ def train(cfg: DictConfig) -> dict:
     # ---- final eval + export --------------------------------------------------------------
     m = eval_metrics(model, val_windows, cfg.eval_steps)
     h = cfg.eval_steps
+    tb.scalars(int(cfg.steps), tb_eval(m, h), "val/")
+    tb.close()
     print(f"val {h}-step open-loop L1: predictor {m[f'val_open_loop_l1_{h}step']:.4f}, copy-last "
           f"{m[f'val_copy_last_l1_{h}step']:.4f}, ratio {m[f'val_ratio_{h}step']:.3f}")
     metrics = {**m, "steps": int(cfg.steps), "predictor_params": model.num_params(),
@@ -180,7 +218,8 @@ def train(cfg: DictConfig) -> dict:
                "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
                "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses}
     meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
-            "encoder_path": str(Path(cfg.encoder_path).resolve()), "encoder_sha256": cache.encoder_sha256,
+            "encoder_path": str(Path(enc_path).resolve()) if enc_path else None,
+            "encoder_sha256": cache.encoder_sha256,
             "env_id": ds.meta.get("env_id"), "env_kwargs": ds.meta.get("env_kwargs"),
             "train_episodes": len(train_ids), "val_episodes": len(val_ids),
             "config": OmegaConf.to_container(cfg, resolve=True),

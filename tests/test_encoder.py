@@ -13,7 +13,7 @@ import torch
 
 from wmplan.worldmodel.masks import DEFAULT_SPECS, MaskSpec, sample_masks
 from wmplan.worldmodel.probe import fit_ridge, r2_score
-from wmplan.worldmodel.utils import CheckpointError, atomic_save
+from wmplan.worldmodel.utils import CheckpointError, TensorBoardLog, atomic_save, read_tensorboard_scalars
 from wmplan.worldmodel.vit import ViTConfig, VisionTransformer, load_encoder, save_encoder, token_positions
 from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
@@ -287,6 +287,11 @@ def test_pretrain_and_probe_scripts_end_to_end(tmp_path: Path) -> None:
     assert load_encoder(out / "encoder.pt", device="cpu").meta["steps"] == 5
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [2, 3, 4, 5]
+    curves = read_tensorboard_scalars(out / "tb")  # the same entries, as TensorBoard curves
+    assert {"train/loss", "train/lr", "train/ema_momentum", "collapse/latent_std", "collapse/eff_rank",
+            "collapse/pooled_std", "perf/sec_per_step"} <= set(curves)
+    assert [(st, pytest.approx(v, rel=1e-6)) for st, v in curves["collapse/latent_std"]] == \
+        [(e["step"], e["latent_std"]) for e in log]
 
     probe_out = tmp_path / "probe"
     text = run_script("probe_encoder.py", [f"encoder_path={out / 'encoder.pt'}", f"data_dir={data}",
@@ -296,3 +301,15 @@ def test_pretrain_and_probe_scripts_end_to_end(tmp_path: Path) -> None:
     assert all(np.isfinite(report[k]) for k in ("r2_trained", "r2_random"))
     assert "random" in text and "trained" in text
     assert list(work.iterdir()) == []  # nothing written to the working directory
+
+
+def test_tensorboard_missing_prints_one_line_and_continues(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    tb = TensorBoardLog(tmp_path / "tb", enabled=True)
+    tb.scalars(1, {"loss": 1.0})
+    tb.close()
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "pip install 'wmplan[tensorboard]'" in out
+    assert not (tmp_path / "tb").exists()
+    TensorBoardLog(tmp_path / "tb", enabled=False).scalars(1, {"loss": 1.0})
+    assert capsys.readouterr().out == "" and not (tmp_path / "tb").exists()

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,10 @@ import torch
 from wmplan.worldmodel.data import Episode, EpisodeDataset, write_episode, write_meta
 from wmplan.worldmodel.latent_cache import CACHE_NAME, build_latent_cache
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.utils import CheckpointError, atomic_save
-from wmplan.worldmodel.vit import ViTConfig, VisionTransformer, save_encoder
+from wmplan.worldmodel.registry import (build_encoder, build_predictor, encoder_fingerprint, load_encoder,
+                                        register_encoder, save_encoder)
+from wmplan.worldmodel.utils import CheckpointError, atomic_save, read_tensorboard_scalars
+from wmplan.worldmodel.vit import ViTConfig, VisionTransformer
 from wmplan.worldmodel.world_model import WorldModel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,6 +152,103 @@ def test_load_errors_name_file_and_field(tmp_path):
         WorldModel.load(tmp_path / "missing.pt")
 
 
+# ---- encoder / predictor seam ----------------------------------------------------------------
+@dataclass
+class PatchMeanConfig:
+    img_size: int = IMG
+    patch_size: int = 8
+    embed_dim: int = 24
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PatchMeanConfig":
+        return cls(**d)
+
+
+@register_encoder("test_patch_mean")
+class PatchMeanEncoder(torch.nn.Module):
+    """A non-ViT encoder: mean colour of each patch, linearly projected. [B,T,H,W,3] -> [B,T,N,D]."""
+
+    config_class = PatchMeanConfig
+
+    def __init__(self, config: PatchMeanConfig):
+        super().__init__()
+        self.config = config
+        self.proj = torch.nn.Linear(3, config.embed_dim)
+        g = config.img_size // config.patch_size
+        self.grid, self.embed_dim, self.image_size = (g, g), config.embed_dim, config.img_size
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        B, T, H, W, _ = frames.shape
+        p, g = self.config.patch_size, self.grid[0]
+        x = frames.float().div(255).reshape(B * T, g, p, g, p, 3).mean(dim=(2, 4))  # [BT, g, g, 3]
+        return self.proj(x).reshape(B, T, g * g, self.embed_dim)
+
+
+def test_checkpoints_carry_type_tags_and_untagged_ones_load_as_vit_ac(tmp_path):
+    wm = tiny_world_model()
+    wm.save(tmp_path / "wm.pt")
+    ckpt = torch.load(tmp_path / "wm.pt", weights_only=True)
+    assert ckpt["encoder"]["type"] == "vit" and ckpt["predictor"]["type"] == "ac"
+    frames, prop, acts = random_frames(1, 2, seed=4), torch.randn(1, 1, P), torch.randn(3, 2, 4)
+    want = wm.rollout(wm.encode(frames)[:, -1:], prop, acts)
+    for part in ("encoder", "predictor"):  # the layout of every bundled model: no tags
+        del ckpt[part]["type"]
+    atomic_save(ckpt, tmp_path / "untagged.pt")
+    old = WorldModel.load(tmp_path / "untagged.pt")
+    assert isinstance(old.encoder, VisionTransformer) and isinstance(old.predictor, ACPredictor)
+    got = old.rollout(old.encode(frames)[:, -1:], prop, acts)
+    assert torch.equal(got.latents, want.latents) and torch.equal(got.proprio, want.proprio)
+    ckpt["encoder"]["type"] = "no_such_encoder"
+    atomic_save(ckpt, tmp_path / "unknown.pt")
+    with pytest.raises(CheckpointError, match=r"unknown\.pt.*'encoder'.*no_such_encoder.*vit"):
+        WorldModel.load(tmp_path / "unknown.pt")
+    assert isinstance(build_encoder("vit", wm.encoder.config.to_dict()), VisionTransformer)
+    assert isinstance(build_predictor("ac", wm.predictor.config.to_dict()), ACPredictor)
+    with pytest.raises(ValueError, match="already registered"):
+        register_encoder("vit")(PatchMeanEncoder)
+    with pytest.raises(ValueError, match="lower-case"):
+        register_encoder("Bad-Tag")
+
+
+def test_vit_is_found_by_its_tag_without_being_imported():
+    """An unregistered tag is looked up as the module wmplan.worldmodel.<tag> (one new file)."""
+    code = ("import sys; from wmplan.worldmodel import registry; assert 'wmplan.worldmodel.vit' not in sys.modules; "
+            "e = registry.build_encoder('vit', {'img_size': 16, 'patch_size': 4, 'embed_dim': 24, 'depth': 1, "
+            "'num_heads': 2}); print(type(e).__name__, e.grid)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.split() == ["VisionTransformer", "(4,", "4)"], p.stderr
+
+
+def test_new_encoder_type_round_trips_through_world_model_and_encoder_files(tmp_path):
+    torch.manual_seed(0)
+    enc = PatchMeanEncoder(PatchMeanConfig()).eval().requires_grad_(False)
+    pcfg = ACPredictorConfig(latent_dim=24, tokens_per_frame=1, grid=(1, 1), action_dim=FS * A_ENV, embed_dim=24,
+                             depth=1, num_heads=2)
+    stats = {"action_mean": torch.zeros(FS * A_ENV), "action_std": torch.ones(FS * A_ENV)}
+    wm = WorldModel(enc, ACPredictor(pcfg), 1, FS, [-1.0, -1.0], [1.0, 1.0], stats)
+    wm.save(tmp_path / "wm.pt")
+    assert torch.load(tmp_path / "wm.pt", weights_only=True)["encoder"]["type"] == "test_patch_mean"
+    wm2 = WorldModel.load(tmp_path / "wm.pt")
+    assert isinstance(wm2.encoder, PatchMeanEncoder) and wm2.image_size == IMG
+    frames = random_frames(2, 3, seed=1)
+    z = wm2.encode(frames)
+    assert z.shape == (2, 3, 1, 24) and torch.equal(z, wm.encode(frames))
+    acts = torch.rand(2, 4, FS * A_ENV)
+    assert torch.equal(wm2.rollout(z[:, -1:], None, acts).latents, wm.rollout(z[:, -1:], None, acts).latents)
+    save_encoder(enc, tmp_path / "enc.pt")
+    enc2 = load_encoder(tmp_path / "enc.pt", device="cpu")
+    assert isinstance(enc2, PatchMeanEncoder) and not any(p.requires_grad for p in enc2.parameters())
+    # without an encoder file the latent cache is keyed by the encoder's type, config and weights
+    make_dataset(tmp_path / "ds", n_eps=2, T=4)
+    c = build_latent_cache(EpisodeDataset(tmp_path / "ds"), enc, None, 1, tmp_path / "out", dtype=torch.float32)
+    assert c.encoder_sha256 == encoder_fingerprint(enc2) != encoder_fingerprint(tiny_encoder())
+    enc2.proj.bias.add_(1.0)
+    assert encoder_fingerprint(enc2) != c.encoder_sha256
+
+
 # ---- latent cache ----------------------------------------------------------------------------
 def test_latent_cache_reuse_and_invalidation(tmp_path, capsys):
     make_dataset(tmp_path / "ds", n_eps=3, T=8)
@@ -222,7 +322,7 @@ def run_train(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "scripts" / "train_predictor.py"), f"data_dir={tmp_path / 'ds'}",
            f"encoder_path={tmp_path / 'enc.pt'}", f"out_dir={tmp_path / 'run'}", "predictor=ac_tiny",
            "batch_size=4", "context=2", "rollout_steps=2", "val_fraction=0.34", "val_windows=8",
-           "log_every=1", "eval_every=2", "num_threads=1", "warmup_steps=1", *overrides]
+           "log_every=1", "eval_every=2", "threads=1", "warmup_steps=1", *overrides]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
@@ -249,4 +349,27 @@ def test_train_script_smoke_and_resume(tmp_path):
     assert "resuming from step 4" in p.stdout and "reusing latent cache" in p.stdout
     steps = [json.loads(ln)["step"] for ln in (out / "log.jsonl").read_text().splitlines()]
     assert max(steps) == 6 and steps.count(5) == 1
-    assert json.loads((out / "metrics.json").read_text())["steps"] == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and 0 < metrics["val_pred_std"] and 0 < metrics["val_target_std"]
+    # TensorBoard curves beside the JSON logs; the resumed run continues them without duplicates
+    curves = read_tensorboard_scalars(out / "tb")
+    assert {"train/loss", "train/lr", "train/tf", "train/rollout", "val/open_loop_l1", "val/copy_last_l1",
+            "val/ratio_to_copy_last", "val/pred_std", "val/target_std"} <= set(curves)
+    assert [st for st, _ in curves["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert curves["val/ratio_to_copy_last"][-1] == (6, pytest.approx(metrics["val_ratio_5step"], rel=1e-5))
+
+
+def test_train_script_builds_encoder_from_config_without_tensorboard(tmp_path):
+    """encoder=<config> instead of encoder_path: a seeded encoder of any registered type, no file needed."""
+    make_dataset(tmp_path / "ds", n_eps=3, T=8)
+    enc = ["encoder_path=null", "encoder=vit_tiny", f"encoder.img_size={IMG}", "encoder.patch_size=4",
+           "encoder.embed_dim=24", "encoder.depth=1", "encoder.num_heads=2", "encoder.abs_pos_embed=false"]
+    run_train(tmp_path, "steps=2", "eval_steps=2", "val_windows=4", "tensorboard=false", *enc)
+    out = tmp_path / "run"
+    wm = WorldModel.load(out / "world_model.pt")
+    assert isinstance(wm.encoder, VisionTransformer) and wm.meta["encoder_path"] is None
+    torch.manual_seed(0)  # seed=0: the run built the same encoder
+    want = build_encoder("vit", {**wm.encoder.config.to_dict()})
+    assert all(torch.equal(a, b) for a, b in zip(want.state_dict().values(), wm.encoder.state_dict().values()))
+    assert wm.meta["encoder_sha256"] == encoder_fingerprint(wm.encoder)
+    assert not (out / "tb").exists()

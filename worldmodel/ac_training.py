@@ -1,8 +1,10 @@
 """Training helpers for the action-conditioned predictor: windows, statistics, losses, eval.
 
-A *predictor step* is ``frameskip`` env steps: latents/proprio are taken every
-``frameskip``-th frame and the predictor action of a step is the ``frameskip`` env actions
-in between, concatenated (``A = frameskip * A_env``).
+A *predictor step* is ``frameskip`` env actions (the predictor's ``frameskip``, not the
+env's MuJoCo ``substeps`` per env action): latents/proprio are taken every ``frameskip``-th
+frame and the predictor action of a step is the ``frameskip`` env actions in between,
+concatenated (``A = frameskip * A_env``). Window latents are the cached latents standardised
+with :func:`~wmplan.worldmodel.latents.standardise`, as ``WorldModel.encode`` does.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .latent_cache import LatentCache
+from .latents import standardise
 from .predictor import ACPredictor
 
 # Floor for per-dimension std: a (near-)constant action/proprio dim in the data must not
@@ -91,7 +94,7 @@ class WindowSampler:
     Args:
         cache: the latent cache.
         positions: cache positions (not ids) of the episodes to draw from.
-        frameskip: env steps per predictor step.
+        frameskip: env actions per predictor step.
         window: number of predictor-step frames per window (W).
         stats: normalisation statistics.
         use_proprio: include proprio.
@@ -129,9 +132,7 @@ class WindowSampler:
         """Windows for window indices ``idx [B]``."""
         fidx = self.fstart[idx, None] + self.f_off  # [B, W]
         aidx = self.astart[idx, None] + self.a_off  # [B, (W-1)*fs]
-        lat = self.latents[fidx].float()
-        if self.stats.latent_mean is not None:
-            lat = (lat - self.stats.latent_mean) / self.stats.latent_std
+        lat = standardise(self.latents[fidx].float(), self.stats.latent_mean, self.stats.latent_std)
         B = idx.shape[0]
         act = self.actions[aidx].reshape(B, self.window - 1, -1)
         act = (act - self.stats.action_mean) / self.stats.action_std
@@ -196,12 +197,15 @@ def open_loop_errors(model: ACPredictor, w: Window, batch_size: int = 256) -> di
     """Open-loop error of a rollout from ONE context frame over the rest of each window.
 
     Returns mean L1 per element over all ``W-1`` predicted steps for the predictor
-    (``pred_l1``), the copy-the-last-latent baseline (``copy_l1``), their ratio, and the
-    per-step predictor/copy errors.
+    (``pred_l1``), the copy-the-last-latent baseline (``copy_l1``), their ratio, the
+    per-step predictor/copy errors, and a collapse diagnostic: the std across windows of the
+    predicted (``pred_std``) and target (``target_std``) latents, averaged over steps, tokens
+    and channels (a predictor that collapses to the mean latent has ``pred_std`` << ``target_std``).
     """
     was_training = model.training
     model.eval()
     pred_err, copy_err = [], []
+    sums = {"pred": [0.0, 0.0], "target": [0.0, 0.0]}  # sum, sum of squares over windows (float64)
     n = w.latents.shape[0]
     for i in range(0, n, batch_size):
         lat = w.latents[i:i + batch_size]
@@ -210,8 +214,14 @@ def open_loop_errors(model: ACPredictor, w: Window, batch_size: int = 256) -> di
         tgt = lat[:, 1:]
         pred_err.append((ro.latents.float() - tgt).abs().mean(dim=(2, 3)))  # [b, H]
         copy_err.append((lat[:, :1] - tgt).abs().mean(dim=(2, 3)))
+        for k, x in (("pred", ro.latents), ("target", tgt)):
+            x = x.double()
+            sums[k][0] = sums[k][0] + x.sum(0)
+            sums[k][1] = sums[k][1] + x.pow(2).sum(0)
     model.train(was_training)
     pe, ce = torch.cat(pred_err).mean(0), torch.cat(copy_err).mean(0)  # [H]
     p, c = float(pe.mean()), float(ce.mean())
+    std = {k: float(((ss / n - (s / n) ** 2).clamp_min(0.0)).sqrt().mean()) for k, (s, ss) in sums.items()}
     return {"pred_l1": p, "copy_l1": c, "ratio": p / max(c, 1e-12),
-            "pred_l1_per_step": pe.tolist(), "copy_l1_per_step": ce.tolist()}
+            "pred_l1_per_step": pe.tolist(), "copy_l1_per_step": ce.tolist(),
+            "pred_std": std["pred"], "target_std": std["target"]}

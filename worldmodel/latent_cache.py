@@ -10,7 +10,13 @@ File ``<out_dir>/latent_cache.pt`` (atomic, loads with ``weights_only=True``)::
     proprio        [F, P] float32
     grid           [2] (pooled token grid)
 
-It is reused when the encoder file hash, ``pool_k`` and the episode count (and ids)
+Latents are :func:`~wmplan.worldmodel.latents.encode_latents` of each episode's frames
+without standardisation (the statistics are computed from the cache); training applies
+:func:`~wmplan.worldmodel.latents.standardise` with the statistics the world model saves, so
+training-time latents are planning-time latents (``tests/test_latents.py``).
+
+It is reused when the encoder key (the sha256 of the encoder file, or of the encoder's
+type/config/weights when it has no file), ``pool_k``, the storage dtype and the episode ids
 match; otherwise it is recomputed.
 """
 from __future__ import annotations
@@ -24,7 +30,9 @@ import torch
 from torch import Tensor
 
 from .data import DatasetError, EpisodeDataset
-from .pooling import pool_latents, pooled_grid
+from .latents import encode_latents
+from .pooling import pooled_grid
+from .registry import encoder_fingerprint
 from .utils import CheckpointError, ProgressBar, atomic_save, load_checkpoint
 
 CACHE_KIND = "wmplan-latent-cache"
@@ -88,7 +96,7 @@ def _matches(d: dict, sha: str, pool_k: int | None, ds: EpisodeDataset, dtype: t
 def build_latent_cache(
     dataset: EpisodeDataset,
     encoder: torch.nn.Module,
-    encoder_path: str | Path,
+    encoder_path: str | Path | None,
     pool_k: int | None,
     out_dir: str | Path,
     batch_size: int = 128,
@@ -100,13 +108,14 @@ def build_latent_cache(
     Args:
         dataset: the episodes to encode (all of them; splits are applied later).
         encoder: frozen encoder with ``encode(frames uint8 [B,T,H,W,3]) -> [B,T,N,D]`` and ``.grid``.
-        encoder_path: the encoder file (its sha256 keys the cache).
+        encoder_path: the encoder file (its sha256 keys the cache); None keys it by
+            :func:`~wmplan.worldmodel.registry.encoder_fingerprint` (type, config, weights).
         pool_k: pooled grid side, None keeps all tokens.
         batch_size: frames per encoder call.
         dtype: storage dtype of the latents (float16 halves memory; train casts to fp32).
     """
     path = Path(out_dir) / CACHE_NAME
-    sha = file_sha256(encoder_path)
+    sha = encoder_fingerprint(encoder) if encoder_path is None else file_sha256(encoder_path)
     if path.is_file():
         try:
             d = load_checkpoint(path, kind=CACHE_KIND)
@@ -122,17 +131,12 @@ def build_latent_cache(
                 print(f"latent cache {path} is stale (encoder/pool_k/episodes/dtype changed); recomputing")
     if len(dataset) == 0:
         raise DatasetError(f"dataset {dataset.root}: no episodes to encode")
-    device = next(encoder.parameters()).device
     encoder.eval()
     lat, acts, prop, fo, ao = [], [], [], [0], [0]
     bar = ProgressBar(None, total=len(dataset), desc="encoding episodes")
     for _, ep in dataset.iter_episodes():
         frames = torch.from_numpy(ep.frames)  # [T+1, H, W, 3]
-        chunks = []
-        for i in range(0, frames.shape[0], batch_size):
-            tok = encoder.encode(frames[None, i:i + batch_size].to(device))  # [1, b, N0, D]
-            chunks.append(pool_latents(tok.float(), encoder.grid, pool_k)[0].to("cpu", dtype))
-        lat.append(torch.cat(chunks))
+        lat.append(encode_latents(encoder, frames[None], pool_k, chunk_size=batch_size, device="cpu", dtype=dtype)[0])
         acts.append(torch.from_numpy(np.asarray(ep.actions, dtype=np.float32)))
         prop.append(torch.from_numpy(np.asarray(ep.proprio, dtype=np.float32)))
         fo.append(fo[-1] + frames.shape[0])

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..protocols import Rollout
 from .kv_cache import CPU_BMM_MIN_MACS, CPU_CHUNK_TOKENS, KV, KVCache, attend_cached, row_chunks
+from .registry import register_predictor
 from .rope import apply_rope, apply_rope_tables, rope_chunk, rope_cos_sin, rope_tables
 
 
@@ -212,8 +213,11 @@ def _linear_into(acc: Tensor, x: Tensor, lin: nn.Linear) -> Tensor:
     return acc
 
 
+@register_predictor("ac")
 class ACPredictor(nn.Module):
-    """Block-causal action-conditioned transformer over latent token groups."""
+    """Block-causal action-conditioned transformer over latent token groups (predictor type ``"ac"``)."""
+
+    config_class = ACPredictorConfig
 
     def __init__(self, config: ACPredictorConfig):
         super().__init__()

@@ -9,20 +9,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .pooling import pool_latents
-from .vit import VisionTransformer
+from .latents import encode_latents
 
 
-@torch.no_grad()
 def encode_features(
-    encoder: VisionTransformer, frames: np.ndarray | Tensor, features: str = "pooled", pool_k: int | None = 2,
+    encoder: nn.Module, frames: np.ndarray | Tensor, features: str = "pooled", pool_k: int | None = 2,
     batch_size: int = 128,
 ) -> Tensor:
-    """Per-frame probe features.
+    """Per-frame probe features: the planning latents of
+    :func:`~wmplan.worldmodel.latents.encode_latents` (without standardisation, which the
+    ridge probe does itself), flattened.
 
     Args:
+        encoder: a frozen registered encoder.
         frames: uint8 ``[M, H, W, 3]``.
         features: ``"tokens"`` (all patch tokens, layer-normed) or ``"pooled"`` (avg-pool to
             ``pool_k x pool_k`` then layer-norm, as the world model sees them).
@@ -32,12 +33,8 @@ def encode_features(
     if features not in ("tokens", "pooled"):
         raise ValueError(f"features must be 'tokens' or 'pooled', got {features!r}")
     k = pool_k if features == "pooled" else None
-    frames = torch.as_tensor(frames)
-    out = []
-    for i in range(0, frames.shape[0], batch_size):
-        z = encoder.encode(frames[i : i + batch_size].unsqueeze(1))  # [b, 1, N, D]
-        out.append(pool_latents(z, encoder.grid, k).flatten(1).float().cpu())
-    return torch.cat(out)
+    z = encode_latents(encoder, torch.as_tensor(frames)[:, None], k, chunk_size=batch_size, device="cpu")
+    return z[:, 0].flatten(1)
 
 
 @dataclass

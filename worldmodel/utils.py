@@ -1,16 +1,16 @@
-"""Small shared helpers: devices, seeding, atomic checkpoint I/O and a progress bar."""
+"""Small shared helpers: devices, seeding, atomic checkpoint I/O, a progress bar, TensorBoard."""
 from __future__ import annotations
 
 import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 
 class CheckpointError(RuntimeError):
@@ -66,6 +66,14 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, lambda f: torch.save(obj, f))
 
 
+def cpu_fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """Detached CPU copy for a checkpoint: floating tensors as fp32, others unchanged, None kept."""
+    if t is None:
+        return None
+    t = t.detach().cpu()
+    return t.float() if t.is_floating_point() else t
+
+
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)`` on CPU.
 
@@ -88,49 +96,92 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     return ckpt
 
 
-class ProgressBar:
-    """Minimal dependency-free progress bar on stderr: ``for x in ProgressBar(it, total, "desc")``.
+class _LineStream:
+    """File adaptor for tqdm when stderr is not a terminal: each refresh becomes one log line
+    (tqdm's carriage-return redraws would pile up into one endless line in a CI log)."""
 
-    Also usable manually: ``bar.update(n, **postfix)`` / ``bar.close()``.
-    Prints a line per ~2 s when stderr is not a terminal (logs stay readable).
+    def __init__(self, stream) -> None:
+        self.stream, self.last = stream, ""
+
+    def write(self, s: str) -> None:
+        s = s.replace("\r", "").rstrip()
+        if s and s != self.last:  # close() redraws the final state once more
+            self.stream.write(s + "\n")
+            self.last = s
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class ProgressBar:
+    """A thin wrapper over ``tqdm`` on stderr: ``for x in ProgressBar(it, total, "desc")``, or
+    manually ``bar.update(n, **postfix)`` / ``bar.close()``.
+
+    On a terminal it redraws at most 5 times a second; otherwise (logs, CI) it writes one
+    line at most every ``log_interval`` seconds, plus the final line.
     """
 
-    def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0):
-        self.iterable = iterable
-        self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.desc = desc
-        self.n = initial
-        self.start = time.time()
-        self.last = 0.0
-        self.postfix: dict[str, Any] = {}
-        self.tty = sys.stderr.isatty()
+    def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0,
+                 log_interval: float = 10.0):
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(iterable, total=total, desc=desc, initial=initial,
+                        file=sys.stderr if tty else _LineStream(sys.stderr), dynamic_ncols=tty,
+                        mininterval=0.2 if tty else log_interval, ascii=not tty)
+
+    @property
+    def n(self) -> int:
+        return self.bar.n
 
     def __iter__(self):
-        for x in self.iterable:
-            yield x
-            self.update(1)
-        self.close()
+        yield from self.bar
 
     def update(self, n: int = 1, **postfix: Any) -> None:
-        self.n += n
-        self.postfix.update(postfix)
-        now = time.time()
-        if now - self.last > (0.2 if self.tty else 2.0) or (self.total is not None and self.n >= self.total):
-            self.last = now
-            self._print(end="\r" if self.tty else "\n")
-
-    def _print(self, end: str) -> None:
-        el = time.time() - self.start
-        rate = (self.n) / el if el > 0 else 0.0
-        tot = f"/{self.total}" if self.total else ""
-        pct = f" {100 * self.n / self.total:5.1f}%" if self.total else ""
-        eta = ""
-        if self.total and rate > 0:
-            eta = f" eta {max(self.total - self.n, 0) / rate:6.1f}s"
-        post = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.postfix.items())
-        sys.stderr.write(f"{self.desc} {self.n}{tot}{pct} [{el:6.1f}s{eta}, {rate:.2f}/s] {post}{end}")
-        sys.stderr.flush()
+        if postfix:
+            self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(n)
 
     def close(self) -> None:
-        if self.tty:
-            self._print(end="\n")
+        self.bar.close()
+
+
+class TensorBoardLog:
+    """Scalars to TensorBoard event files in ``log_dir`` beside a script's JSON logs.
+
+    ``enabled=False`` or a missing ``tensorboard`` package (one line says how to install it)
+    make every call a no-op, so training never depends on the optional extra.
+    ``purge_step``: on a resumed run, the first step that is redone (resume step + 1); events at
+    or after it, written by the interrupted run, are dropped when TensorBoard reads the curves.
+    """
+
+    def __init__(self, log_dir: str | Path, enabled: bool = True, purge_step: int | None = None):
+        self.writer = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard: true, but the tensorboard package is not installed; "
+                  "pip install 'wmplan[tensorboard]' for training curves (continuing with the JSON logs)")
+            return
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def scalars(self, step: int, values: dict[str, Any], prefix: str = "") -> None:
+        """Write every finite int/float of ``values`` as ``<prefix><key>`` at ``step``."""
+        if self.writer is None:
+            return
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.writer.add_scalar(f"{prefix}{k}", float(v), int(step))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_tensorboard_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar curve of a TensorBoard log directory: tag -> [(step, value)] (needs tensorboard)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return {t: [(e.step, e.value) for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}

@@ -14,17 +14,15 @@ a model must run with the setting it was trained with (it is saved in the config
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .registry import ENCODER_KIND, load_encoder, register_encoder, save_encoder  # noqa: F401 (re-exported)
 from .rope import apply_rope, rope_chunk, rope_cos_sin
-from .utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
 
-ENCODER_KIND = "wmplan-encoder"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -157,8 +155,11 @@ class PatchEmbed3D(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+@register_encoder("vit")
 class VisionTransformer(nn.Module):
-    """Video ViT encoder (V-JEPA style). See module docstring."""
+    """Video ViT encoder (V-JEPA style), registered encoder type ``"vit"``. See module docstring."""
+
+    config_class = ViTConfig
 
     def __init__(self, cfg: ViTConfig | None = None):
         super().__init__()
@@ -173,8 +174,18 @@ class VisionTransformer(nn.Module):
         init_weights(self)
 
     @property
+    def config(self) -> ViTConfig:
+        """The config (``cfg``), under the name every registered component uses."""
+        return self.cfg
+
+    @property
     def embed_dim(self) -> int:
         return self.cfg.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        """Frames are ``image_size x image_size``."""
+        return self.cfg.img_size
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -248,30 +259,3 @@ class VisionTransformer(nn.Module):
         z = torch.cat(outs, 0)
         return z.view(B, T, z.shape[1], z.shape[2])
 
-
-def save_encoder(model: VisionTransformer, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Atomically write a frozen-encoder checkpoint (plain containers; loads with weights_only)."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    atomic_save(
-        {"kind": ENCODER_KIND, "config": model.cfg.to_dict(), "state_dict": state, "meta": dict(meta or {})},
-        path,
-    )
-
-
-def load_encoder(path: str | Path, device: str | torch.device = "auto") -> VisionTransformer:
-    """Load a checkpoint written by :func:`save_encoder`; returns a frozen eval-mode encoder.
-
-    The checkpoint's ``meta`` dict is attached as ``model.meta``.
-    Raises CheckpointError naming the file on a wrong kind, missing field or shape mismatch.
-    """
-    ckpt = load_checkpoint(path, kind=ENCODER_KIND)
-    for field in ("config", "state_dict"):
-        if field not in ckpt:
-            raise CheckpointError(f"checkpoint {path}: missing field {field!r}")
-    try:
-        model = VisionTransformer(ViTConfig.from_dict(dict(ckpt["config"])))
-        model.load_state_dict(ckpt["state_dict"])
-    except (ValueError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"checkpoint {path}: incompatible encoder: {e}") from e
-    model.meta = dict(ckpt.get("meta", {}))
-    return model.to(resolve_device(device)).eval().requires_grad_(False)

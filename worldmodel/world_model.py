@@ -1,7 +1,15 @@
 """The world model planners see: frozen encoder + pooling + predictor + normalisation.
 
 Saved and loaded as ONE file (``kind = "wmplan-world-model"``) holding only tensors and
-plain Python types, so it loads with ``torch.load(weights_only=True)``.
+plain Python types, so it loads with ``torch.load(weights_only=True)``::
+
+    kind, version 1, pool_k, frameskip, image_size, stats {action_mean, action_std,
+    proprio_mean, proprio_std, latent_mean, latent_std}, action_low, action_high, meta,
+    encoder   {"type": "vit", "config": {...}, "state_dict": {...}}
+    predictor {"type": "ac",  "config": {...}, "state_dict": {...}}
+
+The component ``type`` tags select the classes (``worldmodel/registry.py``); files without
+them (all bundled models) load as ``vit`` + ``ac``.
 Actions and proprio cross this API in env units; normalisation happens inside.
 """
 from __future__ import annotations
@@ -13,10 +21,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .pooling import pool_latents, pooled_grid
-from .predictor import ACPredictor, ACPredictorConfig, Rollout, head_disagreement
-from .utils import CheckpointError, atomic_save, load_checkpoint, resolve_device
-from .vit import VisionTransformer, ViTConfig
+from .latents import encode_latents
+from .pooling import pooled_grid
+from .predictor import Rollout, head_disagreement
+from .registry import FrameEncoder, component_record, load_component
+from .utils import CheckpointError, atomic_save, cpu_fp32, load_checkpoint, resolve_device
 
 WORLD_MODEL_KIND = "wmplan-world-model"
 _REQUIRED = ("encoder", "predictor", "pool_k", "frameskip", "stats", "action_low", "action_high", "meta")
@@ -32,10 +41,14 @@ class WorldModel(nn.Module):
     """Encoder (frozen) + parameter-free pooling + action-conditioned predictor.
 
     Args:
-        encoder: frozen :class:`VisionTransformer`.
-        predictor: trained :class:`ACPredictor` (its inputs are normalised actions/proprio).
+        encoder: frozen registered encoder (:class:`~wmplan.worldmodel.registry.FrameEncoder`,
+            e.g. the ``vit`` :class:`~wmplan.worldmodel.vit.VisionTransformer`).
+        predictor: trained registered predictor, e.g. ``ac``
+            :class:`~wmplan.worldmodel.predictor.ACPredictor` (its inputs are normalised
+            actions/proprio).
         pool_k: pooled grid side (None keeps all patch tokens).
-        frameskip: env steps per predictor step.
+        frameskip: env actions per predictor step (the predictor's action is ``frameskip``
+            consecutive env actions concatenated, ``A = frameskip * A_env``).
         action_low, action_high: env action bounds, ``[A_env]`` (tiled ``frameskip`` times
             here) or already ``[A]``.
         stats: ``action_mean``/``action_std`` ``[A]`` and, when proprio is used,
@@ -50,8 +63,8 @@ class WorldModel(nn.Module):
 
     def __init__(
         self,
-        encoder: VisionTransformer,
-        predictor: ACPredictor,
+        encoder: FrameEncoder,
+        predictor: nn.Module,
         pool_k: int | None,
         frameskip: int,
         action_low: Tensor,
@@ -68,7 +81,7 @@ class WorldModel(nn.Module):
         pc = predictor.config
         self.action_dim = pc.action_dim
         self.proprio_dim = pc.proprio_dim
-        self.image_size = encoder.cfg.img_size
+        self.image_size = int(encoder.image_size)
         grid = pooled_grid(encoder.grid, self.pool_k)
         if grid[0] * grid[1] != pc.tokens_per_frame or encoder.embed_dim != pc.latent_dim:
             raise ValueError(f"WorldModel: pooled encoder tokens {grid} x {encoder.embed_dim} do not match predictor "
@@ -123,16 +136,15 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def encode(self, frames: Tensor, chunk_size: int | None = 256) -> Tensor:
         """uint8 ``[B, T, H, W, 3]`` -> latents ``[B, T, N, D]`` (frozen encoder + pool + LN
-        [+ standardisation when the model has latent stats])."""
+        [+ standardisation when the model has latent stats]), by
+        :func:`~wmplan.worldmodel.latents.encode_latents`, the function the latent cache
+        that trained the predictor used too."""
         frames = torch.as_tensor(frames)
         if frames.dtype != torch.uint8:
             raise ValueError(f"WorldModel.encode: frames must be uint8 [B,T,H,W,3], got {frames.dtype}")
         self.encoder.eval()
-        tokens = self.encoder.encode(frames.to(self.device), chunk_size=chunk_size)
-        z = pool_latents(tokens, self.encoder.grid, self.pool_k)
-        if self.latent_mean is not None:
-            z = (z - self.latent_mean) / self.latent_std
-        return z.to(self.dtype)
+        return encode_latents(self.encoder, frames, self.pool_k, self.latent_mean, self.latent_std,
+                              chunk_size=chunk_size, dtype=self.dtype)
 
     def normalize_actions(self, actions: Tensor) -> Tensor:
         return (actions.to(self.action_mean) - self.action_mean) / self.action_std
@@ -203,26 +215,18 @@ class WorldModel(nn.Module):
     # ---- persistence -----------------------------------------------------------------------
     def state_for_save(self) -> dict[str, Any]:
         """The checkpoint dict (CPU fp32 tensors + plain Python types only)."""
-        def cpu(t: Tensor | None) -> Tensor | None:
-            if t is None:
-                return None
-            t = t.detach().cpu()
-            return t.float() if t.is_floating_point() else t
-
         return {
             "kind": WORLD_MODEL_KIND,
             "version": 1,
-            "encoder": {"config": self.encoder.cfg.to_dict(),
-                        "state_dict": {k: cpu(v) for k, v in self.encoder.state_dict().items()}},
-            "predictor": {"config": self.predictor.config.to_dict(),
-                          "state_dict": {k: cpu(v) for k, v in self.predictor.state_dict().items()}},
+            "encoder": component_record(self.encoder),
+            "predictor": component_record(self.predictor),
             "pool_k": self.pool_k,
             "frameskip": self.frameskip,
             "image_size": int(self.image_size),
-            "stats": {k: cpu(getattr(self, k)) for k in ("action_mean", "action_std", "proprio_mean", "proprio_std",
-                                                          "latent_mean", "latent_std")},
-            "action_low": cpu(self.action_low),
-            "action_high": cpu(self.action_high),
+            "stats": {k: cpu_fp32(getattr(self, k)) for k in ("action_mean", "action_std", "proprio_mean",
+                                                               "proprio_std", "latent_mean", "latent_std")},
+            "action_low": cpu_fp32(self.action_low),
+            "action_high": cpu_fp32(self.action_high),
             "meta": dict(self.meta),
         }
 
@@ -237,24 +241,12 @@ class WorldModel(nn.Module):
         for f in _REQUIRED:
             if f not in ckpt:
                 raise CheckpointError(f"checkpoint {path}: missing field {f!r}")
-        for part in ("encoder", "predictor"):
-            for f in ("config", "state_dict"):
-                if not isinstance(ckpt[part], dict) or f not in ckpt[part]:
-                    raise CheckpointError(f"checkpoint {path}: missing field '{part}.{f}'")
         stats = ckpt["stats"]
         for f in ("action_mean", "action_std"):
             if not isinstance(stats, dict) or stats.get(f) is None:
                 raise CheckpointError(f"checkpoint {path}: missing field 'stats.{f}'")
-        try:
-            encoder = VisionTransformer(ViTConfig.from_dict(dict(ckpt["encoder"]["config"])))
-            encoder.load_state_dict(ckpt["encoder"]["state_dict"])
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path}: field 'encoder' is incompatible: {e}") from e
-        try:
-            predictor = ACPredictor(ACPredictorConfig.from_dict(dict(ckpt["predictor"]["config"])))
-            predictor.load_state_dict(ckpt["predictor"]["state_dict"])
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise CheckpointError(f"checkpoint {path}: field 'predictor' is incompatible: {e}") from e
+        encoder = load_component("encoder", ckpt["encoder"], f"checkpoint {path}: field 'encoder'")
+        predictor = load_component("predictor", ckpt["predictor"], f"checkpoint {path}: field 'predictor'")
         if predictor.config.proprio_dim is not None:
             for f in ("proprio_mean", "proprio_std"):
                 if stats.get(f) is None:
