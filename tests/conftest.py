@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,12 @@ def tiny_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "pointmaze"
     run_script("collect.py", "episodes=6", "episode_length=24", "workers=1", f"out_dir={out}")
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription stalls on shared 2-core machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

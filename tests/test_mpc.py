@@ -13,12 +13,7 @@ EXTENT = 1.2  # the image spans [-EXTENT, EXTENT]^2
 SPEED = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def render(pos: np.ndarray) -> np.ndarray:
