@@ -15,8 +15,8 @@ import torch
 from wmplan.worldmodel.data import Episode, EpisodeDataset, write_episode, write_meta
 from wmplan.worldmodel.latent_cache import CACHE_NAME, build_latent_cache
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.registry import (build_encoder, build_predictor, encoder_fingerprint, load_encoder,
-                                        register_encoder, save_encoder)
+from wmplan.worldmodel.registry import (FrameEncoder, build_encoder, build_predictor, encoder_fingerprint,
+                                        load_encoder, register_encoder, save_encoder)
 from wmplan.worldmodel.utils import CheckpointError, atomic_save, read_tensorboard_scalars
 from wmplan.worldmodel.vit import ViTConfig, VisionTransformer
 from wmplan.worldmodel.world_model import WorldModel
@@ -233,6 +233,7 @@ def test_new_encoder_type_round_trips_through_world_model_and_encoder_files(tmp_
     assert torch.load(tmp_path / "wm.pt", weights_only=True)["encoder"]["type"] == "test_patch_mean"
     wm2 = WorldModel.load(tmp_path / "wm.pt")
     assert isinstance(wm2.encoder, PatchMeanEncoder) and wm2.image_size == IMG
+    assert isinstance(enc, FrameEncoder) and isinstance(tiny_encoder(), FrameEncoder)  # EncoderLike + grid etc.
     frames = random_frames(2, 3, seed=1)
     z = wm2.encode(frames)
     assert z.shape == (2, 3, 1, 24) and torch.equal(z, wm.encode(frames))
