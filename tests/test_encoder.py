@@ -21,13 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ViTConfig(img_size=32, patch_size=8, tubelet=2, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared; one intra-op thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: shared 2-core machines
 
 
 def moving_disk(n_eps: int, length: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

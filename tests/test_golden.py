@@ -14,6 +14,7 @@ from tests.golden.make_golden import GOLDEN_DIR, MODELS, model_outputs, sha256_o
 from wmplan.worldmodel.pretrained_models import bundled_models, resolve_model_path
 from wmplan.worldmodel.world_model import WorldModel
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 

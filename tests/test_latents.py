@@ -7,6 +7,7 @@ encoder; ``train_predictor.py`` builds its latent cache and saves a world model 
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tests.conftest import run_script
@@ -19,6 +20,7 @@ from wmplan.worldmodel.registry import save_encoder
 from wmplan.worldmodel.utils import load_checkpoint
 from wmplan.worldmodel.world_model import WorldModel
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 EXACT = {"atol": 1e-6, "rtol": 0.0}
 
 

@@ -210,16 +210,6 @@ def linear_dynamics_windows(n: int, W: int, seed: int) -> Window:
     return Window(torch.stack(zs, 1), acts, None)
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny matmuls gain nothing from threads, and on a busy shared CPU extra OpenMP
-    # threads make this test several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_training_reduces_loss_and_beats_copy_last(one_thread):
     torch.manual_seed(0)
     m = make_predictor(ensemble=2, proprio=False, embed_dim=48, depth=2).train()
