@@ -9,7 +9,6 @@ the policy mix recorded in ``meta.json``.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from wmplan.io import write_json
 from wmplan.worldmodel.data import DatasetError, EpisodeDataset
-from wmplan.worldmodel.utils import atomic_write_bytes
 
 
 class RunningStats:
@@ -120,8 +119,7 @@ def main(cfg: DictConfig) -> None:
     st = dataset_stats(cfg.data_dir, cfg.max_episodes)
     print(format_stats(st))
     out = Path(cfg.data_dir) / "stats.json"
-    payload = json.dumps(st, indent=2).encode()
-    atomic_write_bytes(out, lambda fh: fh.write(payload))
+    write_json(out, st)
     print(f"[dataset_stats] wrote {out}")
 
 

@@ -8,7 +8,6 @@ Writes ``out_dir/probe.json``.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,10 +16,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from wmplan.io import write_json
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.probe import encode_features, fit_ridge, r2_score
 from wmplan.worldmodel.registry import build_encoder, component_type, load_encoder
-from wmplan.worldmodel.utils import atomic_write_bytes, resolve_device
+from wmplan.worldmodel.utils import resolve_device
 
 log = logging.getLogger("probe_encoder")
 
@@ -82,9 +82,7 @@ def probe(cfg: DictConfig) -> dict:
         "encoder_meta": getattr(encoder, "meta", {}), "config": OmegaConf.to_container(cfg, resolve=True),
         "num_train_frames": len(f_tr), "num_val_frames": len(f_va),
     }
-    out = Path(cfg.out_dir)
-    payload = json.dumps(report, indent=2).encode()
-    atomic_write_bytes(out / "probe.json", lambda f: f.write(payload))
+    write_json(Path(cfg.out_dir) / "probe.json", report)
     return report
 
 

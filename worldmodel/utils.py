@@ -1,16 +1,16 @@
 """Small shared helpers: devices, seeding, atomic checkpoint I/O, a progress bar, TensorBoard."""
 from __future__ import annotations
 
-import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
+
+from ..io import atomic_write_bytes  # noqa: F401 (re-exported: the one atomic writer of every layer)
 
 
 class CheckpointError(RuntimeError):
@@ -31,33 +31,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def atomic_write_bytes(path: str | Path, write_fn) -> None:
-    """Call ``write_fn(file_obj)`` on a temp file beside ``path`` then rename it into place.
-
-    A kill mid-write leaves the old file (or nothing) at ``path``, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give files the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
