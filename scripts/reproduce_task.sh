@@ -27,6 +27,6 @@ python scripts/pretrain_encoder.py data_dir="${DATA}" out_dir="${RUN}_enc" \
     steps="${ENC_STEPS:-1200}" batch_size=32 jepa_predictor.dim=48 warmup_steps=60
 python scripts/train_predictor.py data_dir="${DATA}" encoder_path="${RUN}_enc/encoder.pt" out_dir="${RUN}_pred" \
     predictor=ac_compact pool_k=2 frameskip=5 context=1 steps="${PRED_STEPS:-3000}" batch_size=64 \
-    num_threads="${OMP_NUM_THREADS}" proprio_weight=0.1 latent_norm="${LATENT_NORM:-dim}"
+    threads="${OMP_NUM_THREADS}" proprio_weight=0.1 latent_norm="${LATENT_NORM:-dim}"
 python scripts/plan.py task="${ENV}" world_model="${RUN}_pred/world_model.pt" episodes="${PLAN_EPISODES:-50}" \
     threads="${OMP_NUM_THREADS}" out_dir="${RUN}_plan50" "$@"

@@ -92,16 +92,20 @@ def test_image_size_and_bad_camera(env_id):
 
 @pytest.mark.parametrize("env_id", TASK_IDS)
 def test_config_file(env_id):
-    """Every registered task has a configs/env/*.yaml usable by collect.py / plan.py."""
+    """Every registered task has a configs/env/*.yaml usable by collect.py and a
+    configs/task/*.yaml that plans on it (tests/test_plan_config.py composes those)."""
     found = {}
     for p in Path(ROOT, "configs", "env").glob("*.yaml"):
         cfg = yaml.safe_load(p.read_text())
         found[cfg["id"]] = cfg
     assert env_id in found, f"no configs/env/*.yaml with id {env_id}"
     cfg = found[env_id]
-    for k in ("kwargs", "collect", "plan"):
+    for k in ("kwargs", "collect"):
         assert k in cfg
     assert {"episode_length", "policy_mix", "policy_kwargs"} <= set(cfg["collect"])
+    env_name = next(p.stem for p in Path(ROOT, "configs", "env").glob("*.yaml") if yaml.safe_load(p.read_text())["id"] == env_id)
+    tasks = [p for p in Path(ROOT, "configs", "task").glob("*.yaml") if f"override /env: {env_name}\n" in p.read_text()]
+    assert len(tasks) == 1, f"{env_id}: expected one configs/task/*.yaml on env {env_name}, got {tasks}"
     make(env_id, **cfg["kwargs"]).reset(seed=0)
 
 
