@@ -12,6 +12,7 @@ protocol and the gymnasium API, no model class and no task class.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import resource
 import sys
 import time
@@ -59,6 +60,12 @@ def _make_env(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any]) -> gy
     return gym.make(spec, disable_env_checker=True, **kwargs)
 
 
+def _env_module(env_id: str) -> str:
+    """The module that defines the env's class (its entry point's module)."""
+    entry = gym.spec(env_id).entry_point
+    return entry.split(":")[0] if isinstance(entry, str) else entry.__module__
+
+
 def make_vector_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, vector: str = "async") -> VectorEnv:
     """``num_envs`` copies of ``env_id`` in a vector env with autoreset disabled."""
     if num_envs < 1:
@@ -67,7 +74,12 @@ def make_vector_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, vect
     if vector == "sync" or num_envs == 1:
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
     if vector == "async":
-        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
+        # forkserver, not fork: forking a process that runs threads (torch's, tqdm's) can leave a
+        # worker waiting forever on a lock held by a thread that was not copied. The server
+        # preloads only the env modules, so workers start fast and share their pages.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(sorted({"gymnasium", _env_module(env_id)}))
+        return AsyncVectorEnv(fns, context="forkserver", autoreset_mode=AutoresetMode.DISABLED)
     raise ValueError(f"vector={vector!r}: use 'async' or 'sync'")
 
 
