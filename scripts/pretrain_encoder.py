@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.masks import MaskSpec, sample_masks
 from wmplan.worldmodel.registry import save_encoder

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.io import write_json
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.probe import encode_features, fit_ridge, r2_score

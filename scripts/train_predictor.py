@@ -20,6 +20,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.latent_cache import build_latent_cache
@@ -131,9 +132,13 @@ def train(cfg: DictConfig) -> dict:
 
     # ---- model ----------------------------------------------------------------------------
     N, D = cache.latents.shape[1:]
+    pspec = OmegaConf.to_container(cfg.predictor, resolve=True)
+    ptype = pspec.pop("type", "ac")
+    if ptype != ACPredictor.type_tag:
+        raise ValueError(f"train_predictor trains the action-conditioned predictor (predictor type 'ac'), "
+                         f"not predictor type {ptype!r}")
     pcfg = ACPredictorConfig(latent_dim=int(D), tokens_per_frame=int(N), grid=cache.grid, action_dim=fs * env_adim,
-                             proprio_dim=pdim if use_proprio else None,
-                             **OmegaConf.to_container(cfg.predictor, resolve=True))
+                             proprio_dim=pdim if use_proprio else None, **pspec)
     model = ACPredictor(pcfg).to(device)
     opt = make_optimizer(model, cfg)
     train_s = WindowSampler(cache, tpos, fs, cfg.context + cfg.rollout_steps, stats, use_proprio, device)

@@ -88,3 +88,18 @@ def test_multirun_writes_one_folder_per_setting_and_a_table(tmp_path):
     assert table.count("\n") == 4 and "planner=mppi" in table and table.splitlines()[0] in proc.stdout
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert {r["planner"] for r in rows} == {"cem", "mppi"} and (tmp_path / "compare.png").stat().st_size > 1000
+
+
+def test_model_configs_take_their_defaults_from_the_dataclasses():
+    """configs/predictor and configs/encoder hold only what differs from ACPredictorConfig and
+    ViTConfig; the composed node has every field, typed, with the registry's type tag."""
+    from wmplan.worldmodel.predictor import ACPredictorConfig
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(config_name="train_predictor", overrides=["data_dir=x", "predictor=ac_compact", "encoder=vit_tiny"])
+        assert cfg.predictor.type == "ac" and cfg.predictor.embed_dim == 64 and cfg.predictor.depth == 3
+        assert cfg.predictor.num_heads == ACPredictorConfig.num_heads and "num_heads" not in (
+            ROOT / "configs" / "predictor" / "ac_compact.yaml").read_text()
+        assert cfg.encoder.type == "vit" and cfg.encoder.abs_pos_embed is True and cfg.encoder.patch_size == 8
+        with pytest.raises(Exception, match="embed_dm"):
+            compose(config_name="train_predictor", overrides=["data_dir=x", "predictor.embed_dm=3"])

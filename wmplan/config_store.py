@@ -6,6 +6,10 @@ Registered here (importing this module registers them, once):
 - ``schema/planner/<name>``: one node per registered planner, its config dataclass plus the
   ``name`` tag that ``build_planner`` dispatches on. ``configs/planner/icem.yaml`` is
   ``defaults: [/schema/planner/cem@_here_]`` plus the fields iCEM changes.
+- ``schema/encoder/<type>`` and ``schema/predictor/<type>``: one node per registered model
+  component, its config dataclass's defaults plus the ``type`` tag (fields the training
+  script derives from the data, such as the latent width, are left out).
+  ``configs/predictor/ac_compact.yaml`` places ``/schema/predictor/ac@_here_``.
 - ``schema/plan``: the ``scripts/plan.py`` job (:class:`PlanJobConfig`), which extends the
   evaluator's :class:`~wmplan.planners.evaluator.EvalConfig`.
 
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +31,8 @@ from omegaconf import MISSING
 
 from .planners import ENERGIES, PLANNERS
 from .planners.evaluator import EvalConfig
+from .worldmodel import world_model  # noqa: F401  (registers the built-in encoder and predictor types)
+from .worldmodel.registry import component_class, registered
 
 
 @dataclass
@@ -64,6 +71,22 @@ def energy_schema(name: str, term_cls: type) -> type:
     return dataclasses.make_dataclass(f"{term_cls.__name__}Node", specs)
 
 
+# predictor fields that train_predictor fills in from the dataset and the latent cache
+_DATA_FIELDS = frozenset({"proprio_dim"})
+
+
+def component_schema(tag: str, config_cls: type, skip: frozenset[str] = frozenset()) -> type:
+    """The component's config dataclass, fields with defaults only (minus ``skip``), plus
+    ``type: str = tag`` for the registry to dispatch on."""
+    hints = typing.get_type_hints(config_cls)
+    specs: list[tuple[str, Any, dataclasses.Field]] = [("type", str, dataclasses.field(default=tag))]
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip or f.default is dataclasses.MISSING:
+            continue
+        specs.append((f.name, hints[f.name], dataclasses.field(default=f.default)))
+    return dataclasses.make_dataclass(f"{config_cls.__name__}Node", specs)
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
@@ -71,6 +94,11 @@ def register_configs() -> None:
         cs.store(group="schema/planner", name=name, node=planner_schema(name, cls.config_cls))
     for name, cls in sorted(ENERGIES.items()):
         cs.store(group="schema/energy", name=name, node=energy_schema(name, cls))
+    for kind in ("encoder", "predictor"):
+        for tag in registered(kind):
+            cls = component_class(kind, tag)
+            skip = _DATA_FIELDS if kind == "predictor" else frozenset()
+            cs.store(group=f"schema/{kind}", name=tag, node=component_schema(tag, cls.config_class, skip))
     cs.store(group="schema", name="plan", node=PlanJobConfig)
 
 

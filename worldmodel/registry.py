@@ -67,7 +67,7 @@ _TAG = re.compile(r"^[a-z][a-z0-9_]*$")
 C = TypeVar("C", bound=type)
 
 __all__ = ["FrameEncoder", "register_encoder", "register_predictor", "build_encoder", "build_predictor",
-           "component_type", "component_record", "save_encoder", "load_encoder", "encoder_fingerprint",
+           "component_type", "component_class", "registered", "component_record", "save_encoder", "load_encoder", "encoder_fingerprint",
            "ENCODER_KIND"]
 
 
@@ -111,6 +111,12 @@ def registered(kind: str) -> list[str]:
     """Known tags of ``kind`` ("encoder" | "predictor"): registered plus built-in."""
     default = DEFAULT_ENCODER if kind == "encoder" else DEFAULT_PREDICTOR
     return sorted(set(_REGISTRY[kind]) | set(_MODULES[kind]) | {default})
+
+
+def component_class(kind: str, tag: Any) -> type:
+    """The class registered as ``tag`` for ``kind`` ("encoder" | "predictor"), importing
+    ``worldmodel/<tag>.py`` first when the tag is not registered yet."""
+    return _lookup(kind, tag)
 
 
 def _lookup(kind: str, tag: Any) -> type:
