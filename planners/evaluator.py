@@ -1,7 +1,8 @@
 """The evaluator: goal-image planning over many episodes, as a library call.
 
 It owns env batching (a gymnasium vector env: ``vector="async"`` steps and renders the envs
-in worker processes, so every core is used; ``"sync"`` keeps them in this process), the
+in worker processes, so every core is used; ``"sync"`` keeps them in this process;
+``"auto"``, the default, picks async on machines with at least 4 cores), the
 goal source (:mod:`wmplan.planners.goals`), per-task metrics read from the envs' ``info``
 and streaming sinks (:mod:`wmplan.planners.sinks`) that write each episode as it ends.
 ``scripts/plan.py`` is a thin entry point around :func:`evaluate`.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import resource
 import sys
 import time
@@ -45,7 +47,7 @@ class EvalConfig:
     replan_every: int | None = None  # env steps executed per plan; None: one predictor step (frameskip)
     context_frames: int = 1  # observations the planner sees, frameskip env steps apart
     compact: bool = True  # drop finished envs from the planner batch
-    vector: str = "async"  # async (env worker processes) | sync (envs in this process)
+    vector: str = "auto"  # async (a worker process per env) | sync (envs in this process) | auto (async on >= 4 cores)
     video: bool = True  # record frames for the sinks (one GIF per episode)
 
 
@@ -55,32 +57,43 @@ class EvalResult:
     rows: list[dict[str, Any]]
 
 
-def _make_env(spec: gym.envs.registration.EnvSpec, kwargs: dict[str, Any]) -> gym.Env:
-    # a spec (not an id) so that worker processes import the task's module themselves
-    return gym.make(spec, disable_env_checker=True, **kwargs)
-
-
 def _env_module(env_id: str) -> str:
     """The module that defines the env's class (its entry point's module)."""
     entry = gym.spec(env_id).entry_point
     return entry.split(":")[0] if isinstance(entry, str) else entry.__module__
 
 
-def make_vector_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, vector: str = "async") -> VectorEnv:
+def resolve_vector(vector: str) -> str:
+    """``auto`` -> ``async`` on machines with at least 4 cores, else ``sync``.
+
+    Each async worker holds its own renderer context (with a software renderer about 0.4 GB,
+    against about 0.1 GB per env when they share one process), and on 2 cores the planner and
+    the workers take turns anyway, so small machines keep the envs in-process.
+    """
+    if vector == "auto":
+        return "async" if (os.cpu_count() or 1) >= 4 else "sync"
+    if vector not in ("async", "sync"):
+        raise ValueError(f"vector={vector!r}: use 'async', 'sync' or 'auto'")
+    return vector
+
+
+def make_vector_env(env_id: str, env_kwargs: dict[str, Any], num_envs: int, vector: str = "auto") -> VectorEnv:
     """``num_envs`` copies of ``env_id`` in a vector env with autoreset disabled."""
+    vector = resolve_vector(vector)
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs}: need at least 1")
-    fns = [functools.partial(_make_env, gym.spec(env_id), dict(env_kwargs)) for _ in range(num_envs)]
+    # gym.make itself (not a function of ours) with the spec, not the id: a worker then imports
+    # gymnasium and the task's module, never this package's torch-importing modules
+    fns = [functools.partial(gym.make, gym.spec(env_id), disable_env_checker=True, **env_kwargs)
+           for _ in range(num_envs)]
     if vector == "sync" or num_envs == 1:
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
-    if vector == "async":
-        # forkserver, not fork: forking a process that runs threads (torch's, tqdm's) can leave a
-        # worker waiting forever on a lock held by a thread that was not copied. The server
-        # preloads only the env modules, so workers start fast and share their pages.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(sorted({"gymnasium", _env_module(env_id)}))
-        return AsyncVectorEnv(fns, context="forkserver", autoreset_mode=AutoresetMode.DISABLED)
-    raise ValueError(f"vector={vector!r}: use 'async' or 'sync'")
+    # forkserver, not fork: forking a process that runs threads (torch's, tqdm's) can leave a
+    # worker waiting forever on a lock held by a thread that was not copied. The server
+    # preloads only the env modules, so workers start fast and share those pages.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(sorted({"gymnasium", _env_module(env_id)}))
+    return AsyncVectorEnv(fns, context="forkserver", autoreset_mode=AutoresetMode.DISABLED)
 
 
 def episode_row(r: EpisodeResult) -> dict[str, Any]:
@@ -127,11 +140,28 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def peak_rss_mb() -> dict[str, float]:
-    """Peak resident memory so far: this process and its largest child (worker envs)."""
+def _vm_hwm_mb(pid: int) -> float | None:
+    """Peak resident memory of process ``pid`` from /proc (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def peak_rss_mb(vec: VectorEnv | None = None) -> dict[str, float | None]:
+    """Peak resident memory so far: this process, and the sum over the vector env's worker
+    processes (each counts the pages it shares with the others, so the sum is an upper bound)."""
     scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20  # ru_maxrss: KiB on Linux, bytes on macOS
-    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
-            "largest_child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale}
+    out: dict[str, float | None] = {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale}
+    procs = getattr(vec, "processes", None)
+    if procs:
+        peaks = [_vm_hwm_mb(p.pid) for p in procs]
+        out["env_workers"] = None if None in peaks else float(sum(peaks))
+    return out
 
 
 def evaluate(
@@ -176,6 +206,7 @@ def evaluate(
         results = run_mpc(vec, world_model, planner, specs, max_steps=int(cfg.max_steps), replan_every=replan_every,
                 context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
                 compact=bool(cfg.compact))
+        memory = peak_rss_mb(vec)  # before close: the workers are gone after it
     finally:
         vec.close()
         bar.close()
@@ -185,7 +216,7 @@ def evaluate(
     summary = summarize(rows)
     summary.update({
         **goals.describe(), "env_id": env_id, "seeds": [s.seed for s in specs], "batched_envs": n_envs,
-        "replan_every": replan_every, "vector": cfg.vector, "wall_time_s": time.time() - t0,
-        "peak_rss_mb": peak_rss_mb(),
+        "replan_every": replan_every, "vector": resolve_vector(cfg.vector), "wall_time_s": time.time() - t0,
+        "peak_rss_mb": memory,
     })
     return EvalResult(summary, rows)

@@ -88,3 +88,14 @@ def test_goal_sources():
         SampledGoals().episodes(0, 0)
     with pytest.raises(ValueError, match="unknown goal source"):
         build_goal_source("nope")
+
+
+def test_vector_mode():
+    import os
+
+    from wmplan.planners.evaluator import resolve_vector
+
+    assert resolve_vector("auto") == ("async" if (os.cpu_count() or 1) >= 4 else "sync")
+    assert resolve_vector("sync") == "sync"
+    with pytest.raises(ValueError, match="vector='threads'"):
+        resolve_vector("threads")
