@@ -164,6 +164,17 @@ def peak_rss_mb(vec: VectorEnv | None = None) -> dict[str, float | None]:
     return out
 
 
+def resumable_rows(specs: Sequence[Any], n_envs: int, done_rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """{seed: row} of the earlier rows that belong to complete waves of ``n_envs`` episodes."""
+    by_seed = {int(r["seed"]): r for r in done_rows}
+    kept: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(specs), n_envs):
+        wave = [int(s.seed) for s in specs[start : start + n_envs]]
+        if all(seed in by_seed for seed in wave):
+            kept.update({seed: by_seed[seed] for seed in wave})
+    return kept
+
+
 def evaluate(
     world_model: WorldModelLike,
     planner: Planner,
@@ -173,12 +184,18 @@ def evaluate(
     goals: GoalSource | None = None,
     sinks: Sequence[EpisodeSink] = (),
     show_progress: bool = True,
+    done_rows: Sequence[dict[str, Any]] = (),
 ) -> "EvalResult":
     """Plan towards goal images on ``config.episodes`` episodes of ``env_id``.
 
     Each finished episode goes to every sink (its row and, with ``config.video``, its
     frames, which are then dropped). Returns the summary (see :func:`summarize`, plus the
     protocol, the batching, the wall time and the peak memory) and the rows in episode order.
+
+    ``done_rows`` (resume): rows of an earlier run of the same config. Episodes run in waves
+    of ``num_envs``; a wave whose every episode has a row is kept, any other wave is run
+    again whole, so each wave sees the same batch as in an uninterrupted run and the rows
+    come out the same. :func:`resumable_rows` says which rows are kept.
     """
     cfg = config or EvalConfig()
     goals = goals or SampledGoals()
@@ -186,7 +203,10 @@ def evaluate(
     fs = int(getattr(world_model, "frameskip", 1))
     replan_every = int(cfg.replan_every) if cfg.replan_every is not None else fs
     n_envs = max(1, min(int(cfg.num_envs), len(specs)))
-    bar = tqdm(total=len(specs), desc="[plan] episodes", unit="ep", mininterval=5.0, disable=not show_progress)
+    kept = resumable_rows(specs, n_envs, done_rows)
+    todo = [s for s in specs if s.seed not in kept]
+    bar = tqdm(total=len(specs), initial=len(kept), desc="[plan] episodes", unit="ep", mininterval=5.0,
+               disable=not show_progress)
 
     n_ok = 0
 
@@ -200,10 +220,12 @@ def evaluate(
         bar.update(1)
         bar.set_postfix(success=n_ok, refresh=False)
 
+    for sink in sinks:
+        sink.begin([kept[s.seed] for s in specs if s.seed in kept])
     t0 = time.time()
     vec = make_vector_env(env_id, env_kwargs or {}, n_envs, cfg.vector)
     try:
-        results = run_mpc(vec, world_model, planner, specs, max_steps=int(cfg.max_steps), replan_every=replan_every,
+        results = run_mpc(vec, world_model, planner, todo, max_steps=int(cfg.max_steps), replan_every=replan_every,
                 context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
                 compact=bool(cfg.compact))
         memory = peak_rss_mb(vec)  # before close: the workers are gone after it
@@ -212,11 +234,12 @@ def evaluate(
         bar.close()
         for sink in sinks:
             sink.close()
-    rows = [episode_row(r) for r in results]  # episode order (the sinks saw completion order)
+    new = {r.seed: episode_row(r) for r in results}
+    rows = [kept[s.seed] if s.seed in kept else new[s.seed] for s in specs]  # episode order
     summary = summarize(rows)
     summary.update({
         **goals.describe(), "env_id": env_id, "seeds": [s.seed for s in specs], "batched_envs": n_envs,
         "replan_every": replan_every, "vector": resolve_vector(cfg.vector), "wall_time_s": time.time() - t0,
-        "peak_rss_mb": memory,
+        "peak_rss_mb": memory, "resumed_episodes": len(kept),
     })
     return EvalResult(summary, rows)

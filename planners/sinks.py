@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from .mpc import EpisodeResult
 class EpisodeSink:
     """Receives each finished episode: ``result`` (with frames when recorded) and its row."""
 
+    def begin(self, kept_rows: Sequence[dict[str, Any]]) -> None:
+        """Called once before any episode runs, with the rows a resumed run keeps."""
+
     def write(self, result: EpisodeResult, row: dict[str, Any]) -> None:
         raise NotImplementedError
 
@@ -25,20 +29,29 @@ class EpisodeSink:
 
 
 class JsonlSink(EpisodeSink):
-    """One JSON line per episode, appended and fsynced as each episode ends."""
+    """One JSON line per episode, appended and fsynced as each episode ends. On resume the
+    file is first rewritten (atomically) with the rows that are kept, so rows of waves that
+    did not finish are dropped."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", encoding="utf-8")
+        self._f = None
+
+    def begin(self, kept_rows: Sequence[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r) + "\n" for r in kept_rows).encode()
+        atomic_write_bytes(self.path, lambda f: f.write(data))
+        self._f = open(self.path, "a", encoding="utf-8")
 
     def write(self, result: EpisodeResult, row: dict[str, Any]) -> None:
+        if self._f is None:
+            self.begin([])
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 class VideoSink(EpisodeSink):

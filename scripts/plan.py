@@ -14,6 +14,7 @@ exact config that ran), ``episodes.jsonl`` (one line per episode, written as eac
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 from pathlib import Path
 
@@ -32,6 +33,37 @@ from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
 from wmplan.worldmodel.world_model import WorldModel
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def earlier_rows(out: Path, run_key: dict, resume: bool) -> list[dict]:
+    """Rows of an earlier run of the same config in ``out`` (resume), else none.
+
+    The run key is the composed config minus ``out_dir``; a folder holding a run of another
+    config is an error naming the settings that differ. A torn last line (a kill mid-write)
+    is dropped.
+    """
+    key_path, rows_path = out / "run_key.json", out / "episodes.jsonl"
+    if not (resume and key_path.is_file() and rows_path.is_file()):
+        return []
+    old, new = _flat(json.loads(key_path.read_text())), _flat(run_key)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(f"{out} holds a run of another config (differs in {changed}); "
+                         f"use another out_dir, or resume=false to start this one afresh")
+    rows = []
+    for line in rows_path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # torn by a kill: this and anything after it are rerun
+    return rows
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -65,10 +97,16 @@ def main(cfg: DictConfig) -> None:
           f"planner {planner.name} (horizon {cfg.planner.horizon} predictor steps), energy {planner.energy!r}, "
           f"device {device}")
 
+    run_key = {k: v for k, v in config.items() if k != "out_dir"}
+    done = earlier_rows(out, run_key, bool(cfg.resume))
+    if done:
+        print(f"[plan] resuming in {out}: {len(done)} episodes on disk (waves that finished are kept)")
+    write_json(out / "run_key.json", run_key)
     sinks = [JsonlSink(out / "episodes.jsonl")]
     if cfg.video:
         sinks.append(VideoSink(out / "videos", scale=int(cfg.video_scale)))
-    result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, build_goal_source(cfg.goals), sinks)
+    result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, build_goal_source(cfg.goals), sinks,
+                      done_rows=done)
     s = result.summary
     summary = {
         "task": task,
