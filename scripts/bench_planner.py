@@ -30,7 +30,6 @@ import json
 import math
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 
 import imageio.v2 as imageio
-import pytest
-import torch
 
 from tests.conftest import run_script
 from wmplan.worldmodel.world_model import WorldModel

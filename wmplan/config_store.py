@@ -31,7 +31,7 @@ from omegaconf import MISSING
 
 from .planners import ENERGIES, PLANNERS
 from .planners.evaluator import EvalConfig
-from .worldmodel import world_model  # noqa: F401  (registers the built-in encoder and predictor types)
+from .worldmodel import world_model as _world_model  # noqa: F401  (registers the built-in encoder and predictor types)
 from .worldmodel.registry import component_class, registered
 
 
