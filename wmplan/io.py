@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import IO, Any
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -22,7 +25,9 @@ def atomic_write_bytes(path: str | Path, write_fn: Callable[[IO[bytes]], Any]) -
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the writer's pid in the name lets remove_stale_temps tell a killed writer's leftovers
+    # from a live writer's file
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -34,6 +39,39 @@ def atomic_write_bytes(path: str | Path, write_fn: Callable[[IO[bytes]], Any]) -
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Delete temp files that :func:`atomic_write_bytes` left behind when its process was killed.
+
+    Only ``.<name>.<pid>.<random>.tmp`` files whose writer pid is no longer running are removed
+    (a live writer's temp file is kept). Returns the removed paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}"):
+        parts = p.name[1:-len(TEMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        if int(parts[1]) != os.getpid() and not _pid_alive(int(parts[1])):
+            try:
+                p.unlink()
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> None:
