@@ -118,6 +118,9 @@ class GoalTask(gym.Env):
         state = np.asarray(state, np.float64)
         if state.shape != (self._state_size,):
             raise ValueError(f"state has shape {state.shape}, expected ({self._state_size},)")
+        if not np.isfinite(state).all():
+            bad = np.flatnonzero(~np.isfinite(state)).tolist()
+            raise ValueError(f"{type(self).__name__}.set_state: state holds non-finite value(s) at index {bad}")
         mujoco.mj_setState(self.model, self.data, state, _STATE_SPEC)
         mujoco.mj_forward(self.model, self.data)
 
@@ -146,6 +149,11 @@ class GoalTask(gym.Env):
         action = np.asarray(action, np.float32)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action has shape {action.shape}, expected {self.action_space.shape}")
+        if not np.isfinite(action).all():
+            # MuJoCo would zero a NaN control silently and the episode would go on as if planned
+            bad = np.flatnonzero(~np.isfinite(action)).tolist()
+            raise ValueError(f"{type(self).__name__}.step: action holds non-finite value(s) at index {bad} "
+                             f"(action={action.tolist()})")
         action = np.clip(action, self.action_space.low, self.action_space.high)
         self._apply_action(action)
         for _ in range(self.substeps):

@@ -17,15 +17,17 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..checks import ConfigError, check_choice, check_number
 from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike
 from .constraints import box_centre, project_actions
 from .energies import GoalEnergy
+from .validation import check_plan_inputs, check_plan_output
 
 __all__ = [
     "Goal", "PlanContext", "PlanResult", "Rollout", "TeacherForcedModel", "WorldModelLike",
     "PlannerConfig", "Planner", "PlanSetup", "BestSoFar", "GeneratorArg",
     "box_centre", "half_range", "shift_actions", "make_noise", "make_uniform", "action_bounds",
-    "gather_rows", "argmin_rows", "to_plain", "dataclass_from_dict",
+    "gather_rows", "argmin_rows", "to_plain", "dataclass_from_dict", "check_number", "check_choice", "ConfigError",
 ]
 
 
@@ -40,6 +42,14 @@ class PlannerConfig:
     constraint: str = "box"  # "box" | "l1" (L1 ball around the box centre, then box)
     l1_radius: float = 1.0
     l1_group: int = 0  # L1 ball per chunk of this many action dims (0 = whole action vector)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError naming the first option out of range (subclasses extend this)."""
+        check_number(self.horizon, "horizon", where, low=1, integer=True)
+        check_choice(self.shift_fill, "shift_fill", ("last", "zero"), where)
+        check_choice(self.constraint, "constraint", ("box", "l1"), where)
+        check_number(self.l1_radius, "l1_radius", where, low=0, low_open=True)
+        check_number(self.l1_group, "l1_group", where, low=0, integer=True)
 
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
@@ -117,6 +127,7 @@ class Planner(ABC):
 
     def __init__(self, config: PlannerConfig | None = None, energy: Any = None):
         self.config = config if config is not None else self.config_cls()
+        self.config.validate(f"planner {self.name!r}")
         self.energy = energy if energy is not None else GoalEnergy()
         self._warm: dict[str, Tensor] = {}
 
@@ -140,8 +151,11 @@ class Planner(ABC):
         """
         b, h = context.batch, self._horizon(init, horizon)
         low, high = action_bounds(world_model)
+        where = f"planner {self.name!r}"
+        check_plan_inputs(context, goal, init, h, low, high, where)
         setup = PlanSetup(b, h, low, high, half_range(low, high), self._initial_mean(init, b, h, low, high), generator)
         result, extra_warm = self._optimise(world_model, context, goal, setup)
+        check_plan_output(result.actions, result.energy, where)
         if self.config.warm_start:
             self._warm = {"mean": result.actions, **extra_warm}
         return result

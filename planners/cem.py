@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig,
-    PlanResult, Planner, PlanSetup, WorldModelLike, gather_rows,
+    PlanResult, Planner, PlanSetup, WorldModelLike, ConfigError, check_number, gather_rows,
 )
 from .noise import colour_noise
 from .registry import register_planner
@@ -35,6 +35,17 @@ class CEMConfig(PlannerConfig):
     noise_beta: float = 0.0  # coloured noise exponent along time (0 = white; iCEM uses 2-3)
     compile: bool = False  # torch.compile the per-iteration step (compile time shows in the first call)
 
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_number(self.samples, "samples", where, low=1, integer=True)
+        check_number(self.iterations, "iterations", where, low=1, integer=True)
+        check_number(self.elites, "elites", where, low=1, high=self.samples, integer=True)
+        check_number(self.momentum, "momentum", where, low=0, high=1, high_open=True)
+        check_number(self.init_std, "init_std", where, low=0, low_open=True)
+        check_number(self.min_std, "min_std", where, low=0)
+        check_number(self.keep_elites, "keep_elites", where, low=0, high=1)
+        check_number(self.noise_beta, "noise_beta", where)
+
 
 @register_planner("cem")
 class CEMPlanner(Planner):
@@ -53,11 +64,10 @@ class CEMPlanner(Planner):
     def __init__(self, config: CEMConfig | None = None, energy: Any = None):
         super().__init__(config, energy)
         c = self.config
-        if c.elites < 1 or c.elites > c.samples:
-            raise ValueError(f"need 1 <= elites <= samples, got elites={c.elites}, samples={c.samples}")
         self.n_keep = min(int(round(c.keep_elites * c.elites)), c.elites)
         if c.samples - self.n_keep - int(c.include_mean) < 1:
-            raise ValueError("samples must exceed kept elites + mean")
+            raise ConfigError(f"planner {self.name!r}: 'samples'={c.samples} must exceed the kept elites "
+                              f"({self.n_keep}) plus the mean ({int(c.include_mean)})")
         self._step_fn = torch.compile(self._step, dynamic=False) if c.compile else self._step
 
     # ------------------------------------------------------------------ one iteration

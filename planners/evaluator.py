@@ -27,6 +27,7 @@ import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from tqdm import tqdm
 
+from ..checks import ConfigError, check_choice, check_number
 from ..protocols import WorldModelLike
 from .base import Planner
 from .goals import GoalSource, SampledGoals
@@ -49,6 +50,29 @@ class EvalConfig:
     compact: bool = True  # drop finished envs from the planner batch
     vector: str = "auto"  # async (a worker process per env) | sync (envs in this process) | auto (async on >= 4 cores)
     video: bool = True  # record frames for the sinks (one GIF per episode)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first setting out of range (before any env starts)."""
+        w = "evaluation"
+        check_number(self.episodes, "episodes", w, low=1, integer=True)
+        check_number(self.num_envs, "num_envs", w, low=1, integer=True)
+        check_number(self.seed, "seed", w, low=0, integer=True)
+        check_number(self.max_steps, "max_steps", w, low=1, integer=True)
+        check_number(self.replan_every, "replan_every", w, low=1, integer=True, allow_none=True)
+        check_number(self.context_frames, "context_frames", w, low=1, integer=True)
+        check_choice(self.vector, "vector", ("auto", "async", "sync"), w)
+
+
+def check_image_size(world_model: WorldModelLike, vec: VectorEnv, env_id: str) -> None:
+    """The env's camera must render the frame size the world model's encoder was trained on."""
+    want = getattr(world_model, "image_size", None)
+    space = getattr(vec.single_observation_space, "spaces", {}).get("pixels")
+    if want is None or space is None:
+        return
+    got = int(space.shape[0])
+    if got != int(want):
+        raise ConfigError(f"env {env_id} renders {got}x{got} frames but the world model's encoder expects "
+                          f"{want}x{want}; set env.kwargs.image_size={want} or use a model trained at {got}")
 
 
 @dataclass
@@ -198,6 +222,7 @@ def evaluate(
     come out the same. :func:`resumable_rows` says which rows are kept.
     """
     cfg = config or EvalConfig()
+    cfg.validate()
     goals = goals or SampledGoals()
     specs = goals.episodes(cfg.episodes, cfg.seed)
     fs = int(getattr(world_model, "frameskip", 1))
@@ -225,6 +250,7 @@ def evaluate(
     t0 = time.time()
     vec = make_vector_env(env_id, env_kwargs or {}, n_envs, cfg.vector)
     try:
+        check_image_size(world_model, vec, env_id)
         results = run_mpc(vec, world_model, planner, todo, max_steps=int(cfg.max_steps), replan_every=replan_every,
                 context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
                 compact=bool(cfg.compact))

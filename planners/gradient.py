@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
-    Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows,
+    Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number,
 )
 from .registry import register_planner
 
@@ -43,6 +43,15 @@ class GradientConfig(PlannerConfig):
     beta2: float = 0.999
     collocation: bool = False
     latent_lr: float = 0.05  # Adam step for latent (and proprio) states in collocation
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_number(self.samples, "samples", where, low=1, integer=True)
+        check_number(self.iterations, "iterations", where, low=1, integer=True)
+        check_number(self.lr, "lr", where, low=0, low_open=True)
+        check_number(self.beta1, "beta1", where, low=0, high=1, high_open=True)
+        check_number(self.beta2, "beta2", where, low=0, high=1, high_open=True)
+        check_number(self.latent_lr, "latent_lr", where, low=0, low_open=True)
 
 
 def _lr_factor(cfg: GradientConfig, i: int) -> float:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig,
-    PlanResult, Planner, PlanSetup, WorldModelLike, argmin_rows,
+    PlanResult, Planner, PlanSetup, WorldModelLike, ConfigError, argmin_rows, check_number,
 )
 from .noise import colour_noise
 from .registry import register_planner
@@ -35,6 +35,19 @@ class MPPIConfig(PlannerConfig):
     momentum: float = 0.0  # weight of the previous mean in each update
     include_mean: bool = True
     compile: bool = False
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_number(self.samples, "samples", where, low=1 + int(self.include_mean), integer=True)
+        check_number(self.iterations, "iterations", where, low=1, integer=True)
+        check_number(self.temperature, "temperature", where, low=0, low_open=True)
+        check_number(self.noise_std, "noise_std", where, low=0, low_open=True)
+        check_number(self.noise_decay, "noise_decay", where, low=0, low_open=True)
+        check_number(self.noise_beta, "noise_beta", where)
+        check_number(self.smoothing, "smoothing", where, low=1, integer=True)
+        if self.smoothing % 2 == 0:
+            raise ConfigError(f"{where}: 'smoothing' must be odd, got {self.smoothing}")
+        check_number(self.momentum, "momentum", where, low=0, high=1, high_open=True)
 
 
 def smooth_time(x: Tensor, window: int) -> Tensor:
@@ -65,8 +78,6 @@ class MPPIPlanner(Planner):
     def __init__(self, config: MPPIConfig | None = None, energy: Any = None):
         super().__init__(config, energy)
         c = self.config
-        if c.samples - int(c.include_mean) < 1 or c.temperature <= 0:
-            raise ValueError("MPPI needs samples > include_mean and temperature > 0")
         self._step_fn = torch.compile(self._step, dynamic=False) if c.compile else self._step
 
     def _step(

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .base import Goal, PlanContext, PlannerConfig, PlanResult, Planner, PlanSetup, WorldModelLike, argmin_rows
+from .base import (
+    Goal, PlanContext, PlannerConfig, PlanResult, Planner, PlanSetup, WorldModelLike, argmin_rows,
+    check_choice, check_number,
+)
 from .registry import register_planner
 
 
@@ -18,6 +21,13 @@ class RandomShootingConfig(PlannerConfig):
     include_mean: bool = True  # also evaluate the init/warm-start plan
     chunk: int = 0  # evaluate at most this many samples per env per rollout call (0 = all at once);
     #                 bounds memory for large S (and large batches are slower per row on CPU)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        check_number(self.samples, "samples", where, low=1 + int(self.include_mean), integer=True)
+        check_choice(self.distribution, "distribution", ("uniform", "gaussian"), where)
+        check_number(self.init_std, "init_std", where, low=0, low_open=True)
+        check_number(self.chunk, "chunk", where, low=0, integer=True)
 
 
 @register_planner("random_shooting")
@@ -32,8 +42,6 @@ class RandomShootingPlanner(Planner):
     ) -> tuple[PlanResult, dict[str, Tensor]]:
         c = self.config
         n = c.samples - int(c.include_mean)
-        if n < 1:
-            raise ValueError("random shooting needs samples > include_mean")
         if c.distribution == "uniform":
             cand = setup.uniform((n,))
         elif c.distribution == "gaussian":

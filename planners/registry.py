@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..checks import check_number
 from .base import Planner, dataclass_from_dict, to_plain
 from .energies import ENERGIES, CompositeEnergy, Energy, GoalEnergy, register_energy
 from .energies.base import class_registrar
@@ -45,7 +46,9 @@ def build_energy(cfg: Any) -> Energy:
     for key, spec in cfg.items():
         spec = dict(spec or {})
         kind = spec.pop("type", key)
-        weight = float(spec.pop("weight", 1.0))
+        weight = spec.pop("weight", 1.0)
+        check_number(weight, "weight", f"energy term {key!r}", low=0)
+        weight = float(weight)
         if kind not in ENERGIES:
             raise ValueError(f"unknown energy term {kind!r} (key {key!r}); known: {sorted(ENERGIES)}")
         if weight == 0.0:

@@ -91,6 +91,7 @@ def main(cfg: DictConfig) -> None:
     config = OmegaConf.to_container(cfg, resolve=True)
     planner = build_planner(config["planner"], energy=build_energy(config["energy"]))
     eval_cfg = EvalConfig(**{f.name: config[f.name] for f in dataclasses.fields(EvalConfig)})
+    eval_cfg.validate()  # before anything is written to the run folder
     task = hc.runtime.choices.get("task")
     print(f"[plan] task {task} ({cfg.env.id}): {cfg.episodes} episodes, up to {cfg.num_envs} envs per batched plan, "
           f"world model {model_path} ({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), "

@@ -5,6 +5,7 @@ from typing import Any
 
 from torch import Tensor
 
+from ...checks import check_number
 from .base import Energy, register_energy
 
 
@@ -13,6 +14,7 @@ class ActionMagnitude(Energy):
     """mean over H,A of |a|^p (p=2 default: squared magnitude) -> [M]."""
 
     def __init__(self, p: float = 2.0):
+        check_number(p, "p", "energy term 'action_magnitude'", low=0, low_open=True)
         self.p = float(p)
 
     def __call__(self, rollout: Any, goal: Any, actions: Tensor, extras: dict[str, Any]) -> Tensor:
@@ -24,6 +26,7 @@ class ActionSmoothness(Energy):
     """mean over the H-1 step differences and A of |a_{t+1} - a_t|^p -> [M] (0 when H = 1)."""
 
     def __init__(self, p: float = 2.0):
+        check_number(p, "p", "energy term 'action_smoothness'", low=0, low_open=True)
         self.p = float(p)
 
     def __call__(self, rollout: Any, goal: Any, actions: Tensor, extras: dict[str, Any]) -> Tensor:

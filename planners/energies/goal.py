@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...checks import ConfigError, check_finite, check_number
 from .base import Energy, register_energy
 
 METRICS = ("l1", "l2", "cosine")
@@ -51,6 +52,12 @@ class GoalEnergy(Energy):
             raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
         if steps not in ("last", "all"):
             raise ValueError(f"steps must be 'last' or 'all', got {steps!r}")
+        check_number(proprio_weight, "proprio_weight", "energy term 'goal'", low=0)
+        if step_weights is not None and not isinstance(step_weights, str):
+            sw = [float(w) for w in step_weights]
+            check_finite(torch.tensor(sw), "step_weights", "energy term 'goal'")
+            if min(sw) < 0 or sum(sw) <= 0:
+                raise ConfigError(f"energy term 'goal': 'step_weights' must be >= 0 with a positive sum, got {sw}")
         self.metric = metric
         self.steps = steps
         self.step_weights = step_weights
