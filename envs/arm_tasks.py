@@ -83,6 +83,9 @@ class ArmReachEnv(_ArmGoalTask):
     def _goal_distance(self) -> float:
         return float(np.linalg.norm(self.ee_pos() - self._goal))
 
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        self._goal = self._read_at(goal_state, self.ee_pos)
+
     def expert_action(self) -> np.ndarray:
         """Straight line to the goal with the gripper open."""
         return self.goto(self._goal, grip=-1.0)
@@ -103,6 +106,10 @@ class ArmPushEnv(_ArmGoalTask):
 
     def _goal_distance(self) -> float:
         return float(np.linalg.norm(self.cube_pos() - self._goal))
+
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        c = self._read_at(goal_state, self.cube_pos)
+        self._goal = np.array([c[0], c[1], CUBE_HALF])
 
     def expert_action(self) -> np.ndarray:
         """Close the gripper, go behind the cube (over it when needed), push along the line to the goal."""
@@ -154,6 +161,9 @@ class ArmPickPlaceEnv(_ArmGoalTask):
 
     def _goal_distance(self) -> float:
         return float(np.linalg.norm(self.cube_pos() - self._goal))
+
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        self._goal = self._read_at(goal_state, self.cube_pos)
 
     def holding(self) -> bool:
         """True when the cube sits between the (closed) fingers."""

@@ -16,6 +16,7 @@ import os
 # Headless rendering by default; must happen before mujoco is imported anywhere.
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
@@ -87,6 +88,20 @@ class GoalTask(gym.Env):
         (a full physics state vector, see :meth:`get_state`)."""
         raise NotImplementedError
 
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        """Set the task's goal (what success and distance compare with) to the configuration of
+        the full physics state ``goal_state``; the start is already in ``self.data``."""
+        raise NotImplementedError(f"{type(self).__name__} does not take a recorded goal state")
+
+    def _read_at(self, state: np.ndarray, read: Callable[[], Any]) -> Any:
+        """``read()`` evaluated with ``state`` loaded (the current state is restored after)."""
+        saved = self.get_state()
+        self.set_state(state)
+        try:
+            return read()
+        finally:
+            self.set_state(saved)
+
     def _apply_action(self, action: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -139,8 +154,19 @@ class GoalTask(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         mujoco.mj_resetData(self.model, self.data)
-        goal_state = self._reset_task(self.np_random, dict(options or {}))
+        options = dict(options or {})
+        start, goal = options.pop("state", None), options.pop("goal_state", None)
+        if (start is None) != (goal is None):
+            raise ValueError("reset options 'state' and 'goal_state' go together (a recorded start and goal)")
+        goal_state = self._reset_task(self.np_random, options)
         mujoco.mj_forward(self.model, self.data)
+        if start is not None:  # dataset-goal protocol: a recorded start and a recorded goal state
+            self.set_state(start)
+            goal_state = np.asarray(goal, np.float64)
+            if goal_state.shape != (self._state_size,) or not np.isfinite(goal_state).all():
+                raise ValueError(f"reset option goal_state must be {self._state_size} finite numbers, "
+                                 f"got shape {goal_state.shape}")
+            self._goal_from_state(goal_state)
         self._goal_state = np.asarray(goal_state, np.float64).copy()
         self._goal_image, self._goal_proprio = self.render_state(self._goal_state)
         return self._obs(), self._info()

@@ -154,6 +154,10 @@ class PointMazeEnv(GoalTask):
         self.set_state(saved)
         return out
 
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        self._goal_xy = self._read_at(goal_state, lambda: self.data.qpos[:2].copy())
+        self._crosses = segment_crosses_wall(self.data.qpos[:2].copy(), self._goal_xy)
+
     def _apply_action(self, action: np.ndarray) -> None:
         self.data.ctrl[:2] = action
 

@@ -178,6 +178,11 @@ class PushTEnv(GoalTask):
         self._expert.reset()
         return goal_state
 
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        q = self._read_at(goal_state, lambda: self.data.qpos[:4].copy())
+        self._goal_pose = np.array([q[0], q[1], wrap_angle(q[3])])
+        self._expert.reset()
+
     def _apply_action(self, action: np.ndarray) -> None:
         self.data.ctrl[:2] = MAX_SPEED * action
 

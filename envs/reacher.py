@@ -130,6 +130,9 @@ class ReacherEnv(GoalTask):
         self.set_state(saved)
         return out
 
+    def _goal_from_state(self, goal_state: np.ndarray) -> None:
+        self._goal_q = wrap(self._read_at(goal_state, lambda: self.data.qpos[:2].copy()))
+
     def _apply_action(self, action: np.ndarray) -> None:
         self.data.ctrl[:2] = MAX_SPEED * action
 

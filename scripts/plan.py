@@ -28,7 +28,7 @@ import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
 from wmplan.io import write_json
 from wmplan.planners import build_energy, build_planner
 from wmplan.planners.evaluator import EvalConfig, evaluate
-from wmplan.planners.goals import build_goal_source
+from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
@@ -66,6 +66,15 @@ def earlier_rows(out: Path, run_key: dict, resume: bool) -> list[dict]:
     return rows
 
 
+def goal_source(cfg: DictConfig):
+    """The goal source of ``cfg.goals``; the dataset protocol reads ``cfg.goal_set``."""
+    if cfg.goals != "dataset":
+        return build_goal_source(cfg.goals)
+    if not cfg.goal_set:
+        raise ValueError("goals=dataset needs goal_set=<file | bundled:<task>> (the task configs set it)")
+    return build_goal_source("dataset", path=resolve_goal_set(cfg.goal_set), budget=cfg.goal_budget, env_id=cfg.env.id)
+
+
 def print_rows(rows: list[dict]) -> None:
     extra = sorted({k for r in rows for k in r} - {"seed", "success", "steps", "final_distance", "plans", "plan_ms"})
     print("\n" + " ".join([f"{'seed':>5}", f"{'success':>8}", f"{'steps':>6}", f"{'final_dist':>10}"]
@@ -92,6 +101,7 @@ def main(cfg: DictConfig) -> None:
     planner = build_planner(config["planner"], energy=build_energy(config["energy"]))
     eval_cfg = EvalConfig(**{f.name: config[f.name] for f in dataclasses.fields(EvalConfig)})
     eval_cfg.validate()  # before anything is written to the run folder
+    goals = goal_source(cfg)
     task = hc.runtime.choices.get("task")
     print(f"[plan] task {task} ({cfg.env.id}): {cfg.episodes} episodes, up to {cfg.num_envs} envs per batched plan, "
           f"world model {model_path} ({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), "
@@ -106,7 +116,7 @@ def main(cfg: DictConfig) -> None:
     sinks = [JsonlSink(out / "episodes.jsonl")]
     if cfg.video:
         sinks.append(VideoSink(out / "videos", scale=int(cfg.video_scale)))
-    result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, build_goal_source(cfg.goals), sinks,
+    result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, goals, sinks,
                       done_rows=done)
     s = result.summary
     summary = {
