@@ -6,6 +6,14 @@ Reports episode / frame counts, episode lengths, per-dimension action and propri
 ranges, means and standard deviations, the success of the collecting policies
 (fraction of episodes that reach success at any step, and at their last step), and
 the policy mix recorded in ``meta.json``.
+
+Every episode read is validated (NaN/inf, dtypes, shapes, dimensions against meta.json and
+against the first episode read): a malformed episode stops the script with a DatasetError
+naming the episode, file and field, and a non-zero exit status. Episodes that meta.json's
+``num_episodes`` promises but that are missing are reported (``missing_episodes``), not fatal.
+
+``max_episodes``: ``null`` (the default) reads every episode, a whole number N >= 1 the first
+N; anything else (0, -1, other negatives, fractions) is a ConfigError naming ``max_episodes``.
 """
 from __future__ import annotations
 
@@ -16,8 +24,9 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from wmplan.checks import ConfigError, check_number
 from wmplan.io import write_json
-from wmplan.worldmodel.data import DatasetError, EpisodeDataset
+from wmplan.worldmodel.data import DatasetError, EpisodeDataset, episode_path
 
 
 class RunningStats:
@@ -48,7 +57,15 @@ class RunningStats:
 
 
 def dataset_stats(data_dir: str | Path, max_episodes: int | None = None) -> dict[str, Any]:
-    """Statistics of the dataset at ``data_dir`` (all episodes, or the first ``max_episodes``)."""
+    """Statistics of the dataset at ``data_dir`` (all episodes, or the first ``max_episodes``).
+
+    Raises ConfigError for a ``max_episodes`` other than None or a whole number >= 1, and
+    DatasetError naming the episode when one is malformed.
+    """
+    try:
+        check_number(max_episodes, "max_episodes", "dataset_stats", low=1, integer=True, allow_none=True)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (use max_episodes=null for all episodes)") from e
     ds = EpisodeDataset(data_dir)
     ids = ds.episode_ids if max_episodes is None else ds.episode_ids[: int(max_episodes)]
     if not ids:
@@ -57,7 +74,12 @@ def dataset_stats(data_dir: str | Path, max_episodes: int | None = None) -> dict
     lengths, any_success, final_success, first_success = [], [], [], []
     frames = 0
     image_shape = None
-    for _, ep in ds.iter_episodes(ids):
+    first = None  # (episode id, its dims): every episode must match the first one read
+    for i, ep in ds.iter_episodes(ids):
+        if first is None:
+            first = (i, ep.dims())
+        else:
+            ep.check_dims(first[1], f"episode {i} ({episode_path(ds.root, i)})", f"episode {first[0]}")
         lengths.append(ep.length)
         frames += ep.frames.shape[0]
         image_shape = list(ep.frames.shape[1:])
@@ -75,6 +97,8 @@ def dataset_stats(data_dir: str | Path, max_episodes: int | None = None) -> dict
         "data_dir": str(data_dir),
         "env_id": meta.get("env_id"),
         "episodes": len(ids),
+        "num_episodes": ds.num_episodes,
+        "missing_episodes": ds.missing_episodes(),
         "frames": int(frames),
         "transitions": int(lengths_a.sum()),
         "image_shape": image_shape,
@@ -98,9 +122,12 @@ def format_stats(st: dict[str, Any]) -> str:
 
     mix = st["policy_mix"] or {}
     tot = sum(mix.values()) or 1.0
+    missing = st.get("missing_episodes") or []
     lines = [
         f"dataset   {st['data_dir']}  ({st['env_id']})",
         f"episodes  {st['episodes']}  frames {st['frames']}  transitions {st['transitions']}  image {st['image_shape']}",
+        *([f"missing   {len(missing)} of num_episodes={st['num_episodes']} (collection unfinished): "
+           + ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")] if missing else []),
         "length    min {min}  mean {mean:.1f}  max {max}".format(**st["episode_length"]),
         f"action    bounds {vec(st['action']['bounds_low'])} .. {vec(st['action']['bounds_high'])}",
         f"          min {vec(st['action'].get('min'))}  max {vec(st['action'].get('max'))}",
