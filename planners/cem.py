@@ -34,6 +34,7 @@ class CEMConfig(PlannerConfig):
     keep_elites: float = 0.0  # fraction of K elites carried to the next iteration / replan (iCEM: 0.3)
     noise_beta: float = 0.0  # coloured noise exponent along time (0 = white; iCEM uses 2-3)
     compile: bool = False  # torch.compile the per-iteration step (compile time shows in the first call)
+    return_mean: bool = False  # return the final mean (scored by one extra rollout) instead of the best sample (V-JEPA 2-AC)
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -53,7 +54,8 @@ class CEMPlanner(Planner):
 
     Returns the best sequence evaluated in any iteration (not the final mean: the best
     evaluated sequence has a known energy, and with ``include_mean`` the mean of each
-    iteration is among the candidates). Warm start: the returned plan becomes the next
+    iteration is among the candidates); ``return_mean=True`` returns the final mean instead,
+    as V-JEPA 2-AC's planner does, with its energy from one more rollout of B rows. Warm start: the returned plan becomes the next
     call's initial mean and the top ``keep_elites*K`` elites are re-evaluated, both shifted
     by ``shift(k)``; the std restarts at ``init_std`` on each call.
     """
@@ -129,9 +131,14 @@ class CEMPlanner(Planner):
             kept = elites[:, : self.n_keep] if self.n_keep > 0 else None
             trace.append(vals[:, 0])
 
+        actions, energy, terms = best.actions, best.energy, best.terms
+        if c.return_mean:
+            actions = self._project(mean, setup.low, setup.high)
+            e, t = self._evaluate(world_model, context, goal, actions.unsqueeze(1))
+            energy, terms = e[:, 0], {k: v[:, 0] for k, v in t.items()}
         stats = {
             "energy_per_iter": torch.stack(trace, 1),  # [B,I] best energy of each iteration
-            "terms": best.terms,  # {term: [B]} unweighted terms of the returned plan
+            "terms": terms,  # {term: [B]} unweighted terms of the returned plan
             "final_std": std.mean(dim=(1, 2)),  # [B]
         }
-        return PlanResult(best.actions, best.energy, stats), ({} if kept is None else {"elites": kept})
+        return PlanResult(actions, energy, stats), ({} if kept is None else {"elites": kept})

@@ -18,6 +18,7 @@ import json
 import platform
 from pathlib import Path
 
+import gymnasium as gym
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -32,7 +33,12 @@ from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
+from wmplan.worldmodel.vjepa2 import load_official_world_model, official_action_box
 from wmplan.worldmodel.world_model import WorldModel
+
+VJEPA2 = "vjepa2:"  # world_model=vjepa2:<path>: an official V-JEPA 2-AC file (vjepa2-ac-vitg.pt or its layout)
+VJEPA2_OPTIONS = {"encoder_num_heads": None, "predictor_num_heads": None, "img_size": None, "maxnorm": 0.075,
+                  "pose_update": "auto", "use_cache": True}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -75,6 +81,41 @@ def goal_source(cfg: DictConfig):
     return build_goal_source("dataset", path=resolve_goal_set(cfg.goal_set), budget=cfg.goal_budget, env_id=cfg.env.id)
 
 
+def load_world_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, Path]:
+    """``world_model=<path>|pretrained:<name>`` (a wmplan file) or ``vjepa2:<path>`` (an official file).
+
+    Official files take options as ``+vjepa2.<name>=<value>`` (``VJEPA2_OPTIONS``): head counts
+    for non-released widths, ``img_size`` (default: the env's ``image_size``, so frames are
+    encoded at the resolution the env renders; the released models were trained at 256),
+    ``maxnorm`` (search box of 7-D actions), ``pose_update``, ``use_cache``. Non-7-D models
+    search the env's action box; their dims must match the env's action and proprio dims.
+    """
+    spec = str(cfg.world_model)
+    if not spec.startswith(VJEPA2):
+        path = resolve_model_path(spec)
+        return WorldModel.load(path, device=device), path
+    path = resolve_model_path(spec[len(VJEPA2):])
+    opts = dict(cfg.get("vjepa2") or {})
+    if unknown := sorted(set(opts) - set(VJEPA2_OPTIONS)):
+        raise ValueError(f"vjepa2 options {unknown} unknown; valid: {sorted(VJEPA2_OPTIONS)}")
+    opts = {**VJEPA2_OPTIONS, **opts}
+    env_kwargs = OmegaConf.to_container(cfg.env.kwargs, resolve=True) if "kwargs" in cfg.env else {}
+    wm = load_official_world_model(path, encoder_num_heads=opts["encoder_num_heads"],
+                                   predictor_num_heads=opts["predictor_num_heads"],
+                                   img_size=opts["img_size"] or env_kwargs.get("image_size") or 256, device=device)
+    wm.set_pose_update(str(opts["pose_update"]))
+    wm.use_cache = bool(opts["use_cache"])
+    env = gym.make(cfg.env.id, **env_kwargs)
+    space, proprio = env.action_space, env.observation_space["proprio"].shape
+    env.close()
+    if space.shape != (wm.action_dim,) or proprio != (wm.proprio_dim,):
+        raise ValueError(f"world_model={spec}: the file's predictor takes {wm.action_dim}-D actions and {wm.proprio_dim}-D "
+                         f"states, env {cfg.env.id} has {space.shape[0]}-D actions and proprio of shape {proprio}")
+    low, high = official_action_box(float(opts["maxnorm"])) if wm.action_dim == 7 else (space.low, space.high)
+    wm.set_action_bounds(low, high)
+    return wm, path
+
+
 def print_rows(rows: list[dict]) -> None:
     extra = sorted({k for r in rows for k in r} - {"seed", "success", "steps", "final_distance", "plans", "plan_ms"})
     print("\n" + " ".join([f"{'seed':>5}", f"{'success':>8}", f"{'steps':>6}", f"{'final_dist':>10}"]
@@ -93,8 +134,7 @@ def main(cfg: DictConfig) -> None:
     device = resolve_device(cfg.device)
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
-    model_path = resolve_model_path(cfg.world_model)
-    wm = WorldModel.load(model_path, device=device)
+    wm, model_path = load_world_model(cfg, device)
     if wm.meta.get("env_id") not in (None, cfg.env.id):
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
     config = OmegaConf.to_container(cfg, resolve=True)
