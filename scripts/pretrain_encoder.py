@@ -7,11 +7,18 @@ Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder, type ``vit``), ``o
 extra) and ``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter
 (models, optimizer, RNG states, log). The lr / EMA schedules are functions of (step, steps),
 so resuming with a larger ``steps`` continues on the stretched schedule.
+
+Reliability: settings are checked before any work (ConfigError naming field and value). A
+resume refuses other data (dataset fingerprint) or any change of ``RESUME_KEYS`` (data_dir,
+seeds, optimisation, clips, masks, model), naming what changed; ``steps`` may grow, and
+``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard`` may change. The train
+episodes of the first run are recorded and reused. A NaN/inf loss or gradient norm stops
+training naming the step and the batch's episodes; nothing non-finite is saved.
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -22,17 +29,51 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
+from wmplan.checks import ConfigError, first_nonfinite
+from wmplan.io import remove_stale_temps
 from wmplan.worldmodel.data import EpisodeDataset
+from wmplan.worldmodel.fingerprint import dataset_fingerprint
 from wmplan.worldmodel.masks import MaskSpec, sample_masks
 from wmplan.worldmodel.registry import save_encoder
-from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, TensorBoardLog, atomic_save, atomic_write_bytes,
-                                     load_checkpoint, resolve_device, seed_everything)
+from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
+                                     check_bool, check_resume, check_settings, check_step_finite, load_checkpoint,
+                                     resolve_device, seed_everything, write_jsonl)
 from wmplan.worldmodel.vit import VisionTransformer, ViTConfig
 from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
 log = logging.getLogger("pretrain_encoder")
 STATE_KIND = "wmplan-pretrain-state"
 COLLAPSE_STD, COLLAPSE_RANK = 0.05, 2.0
+# The settings that define a run (with the encoder config and the data fingerprint): a resume
+# point refuses any change of them; `steps` may grow, and log/ckpt cadence, device, threads and
+# tensorboard may change.
+RESUME_KEYS = ("data_dir", "seed", "batch_size", "num_frames", "static_prob", "lr", "final_lr_ratio", "weight_decay",
+               "warmup_steps", "grad_clip", "ema", "val_fraction", "split_seed", "jepa_predictor", "masks")
+_INT0, _INT1 = {"low": 0, "integer": True}, {"low": 1, "integer": True}
+SETTINGS = {"steps": _INT1, "batch_size": _INT1, "num_frames": _INT1, "static_prob": {"low": 0, "high": 1},
+            "lr": {"low": 0, "low_open": True}, "final_lr_ratio": {"low": 0, "high": 1}, "weight_decay": {"low": 0},
+            "warmup_steps": _INT0, "grad_clip": {"low": 0, "allow_none": True},
+            "val_fraction": {"low": 0, "high": 1, "high_open": True}, "split_seed": _INT0, "seed": _INT0,
+            "threads": {**_INT0, "allow_none": True}, "log_every": _INT0, "ckpt_every": _INT0,
+            "jepa_predictor.dim": _INT1, "jepa_predictor.depth": _INT1, "jepa_predictor.num_heads": _INT1}
+
+
+def validate_settings(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the field and value of the first bad setting (before any work)."""
+    where = "pretrain_encoder"
+    check_settings(cfg, SETTINGS, where)
+    check_bool(cfg.tensorboard, "tensorboard", where)
+    if len(cfg.ema) != 2:
+        raise ConfigError(f"{where}: 'ema' must be [start, end] momenta, got {list(cfg.ema)!r}")
+    rules = {"ema.0": {"low": 0, "high": 1}, "ema.1": {"low": 0, "high": 1}}
+    if not cfg.masks:
+        raise ConfigError(f"{where}: 'masks' must list at least one mask spec")
+    for i, m in enumerate(cfg.masks):
+        if len(m.scale) != 2 or len(m.aspect_ratio) != 2:
+            raise ConfigError(f"{where}: 'masks.{i}' scale and aspect_ratio must be [low, high] pairs, got {m!r}")
+        rules.update({f"masks.{i}.num_blocks": _INT1, **{f"masks.{i}.scale.{j}": {"low": 0, "low_open": True, "high": 1}
+                      for j in (0, 1)}, **{f"masks.{i}.aspect_ratio.{j}": {"low": 0, "low_open": True} for j in (0, 1)}})
+    check_settings(cfg, rules, where)
 
 
 class ClipSampler:
@@ -41,16 +82,23 @@ class ClipSampler:
     Args:
         episodes: list of uint8 ``[T_i+1, H, W, 3]`` frame arrays.
         num_frames: clip length; tubelet: frames per tubelet (for static clips).
+        episode_ids: the dataset ids of ``episodes`` (default 0..n-1); after :meth:`sample`,
+            ``last_episode_ids [B]`` says which episode each clip came from (errors name them).
     """
 
-    def __init__(self, episodes: list[np.ndarray], num_frames: int, tubelet: int):
+    def __init__(self, episodes: list[np.ndarray], num_frames: int, tubelet: int,
+                 episode_ids: list[int] | None = None):
         self.frames = torch.from_numpy(np.concatenate(episodes))  # [F, H, W, 3]
-        starts, off = [], 0
-        for ep in episodes:
+        ids = list(range(len(episodes))) if episode_ids is None else list(episode_ids)
+        starts, start_ids, off = [], [], 0
+        for i, ep in zip(ids, episodes):
             n = ep.shape[0] - num_frames + 1  # valid clip starts stay inside the episode
             starts.append(torch.arange(off, off + max(n, 0)))
+            start_ids.append(torch.full((max(n, 0),), int(i)))
             off += ep.shape[0]
         self.starts = torch.cat(starts)
+        self.start_ids = torch.cat(start_ids)
+        self.last_episode_ids: Tensor | None = None
         if self.starts.numel() == 0:
             raise ValueError(f"no episode has >= {num_frames} frames")
         self.offsets = torch.arange(num_frames)  # [T] consecutive frames
@@ -59,7 +107,8 @@ class ClipSampler:
 
     def sample(self, batch: int, static_prob: float, gen: torch.Generator) -> Tensor:
         """uint8 ``[B, T, H, W, 3]``."""
-        s = self.starts[torch.randint(0, self.starts.numel(), (batch,), generator=gen)]
+        pick = torch.randint(0, self.starts.numel(), (batch,), generator=gen)
+        s, self.last_episode_ids = self.starts[pick], self.start_ids[pick]
         static = torch.rand(batch, generator=gen) < static_prob
         offs = torch.where(static.unsqueeze(1), self.static_offsets, self.offsets)  # [B, T]
         return self.frames[s.unsqueeze(1) + offs]
@@ -76,8 +125,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 @torch.no_grad()
 def diagnostics(model: VJEPA, clip: Tensor) -> dict[str, float]:
-    """Collapse diagnostics on the target encoder's per-frame features of the batch's first frames."""
+    """Collapse diagnostics on the target encoder's per-frame features of the batch's first frames
+    (NaN when those features are not finite: the SVD of the rank would fail on them)."""
     z = model.target_encoder.encode(clip[:, :1])[:, 0]  # [B, N, D]
+    if first_nonfinite(z) is not None:
+        return {"latent_std": math.nan, "eff_rank": math.nan, "pooled_std": math.nan}
     tok = torch.nn.functional.layer_norm(z, z.shape[-1:]).flatten(0, 1)  # [B*N, D]
     return {
         "latent_std": latent_std(tok),
@@ -86,14 +138,13 @@ def diagnostics(model: VJEPA, clip: Tensor) -> dict[str, float]:
     }
 
 
-def write_log(path: Path, entries: list[dict]) -> None:
-    text = "".join(json.dumps(e) + "\n" for e in entries).encode()
-    atomic_write_bytes(path, lambda f: f.write(text))
-
-
 def train(cfg: DictConfig) -> dict:
+    """Run (or resume) pretraining; returns the encoder file's meta."""
+    validate_settings(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_stale_temps(out):
+        log.info("removed %s (a temp file of a killed run)", tmp)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))  # 1 is much faster on a CPU shared with other jobs
@@ -107,12 +158,30 @@ def train(cfg: DictConfig) -> dict:
     if cfg.num_frames % vit_cfg.tubelet:
         raise ValueError(f"num_frames={cfg.num_frames} must be a multiple of encoder.tubelet={vit_cfg.tubelet}")
 
-    ds = EpisodeDataset(cfg.data_dir)
-    train_ids, _ = ds.split(cfg.val_fraction, cfg.split_seed)
+    ds = EpisodeDataset(cfg.data_dir).require_complete()  # meta.json's num_episodes vs the files present
+    fingerprint = dataset_fingerprint(ds.root)
+    run_keys = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in RESUME_KEYS}
+    run_keys["data_dir"] = str(cfg.data_dir)
+    run_keys["encoder"] = vit_cfg.to_dict()
+    state_path = out / "train_state.pt"
+    st = None
+    if state_path.exists():  # checked before loading any frames: a refused resume costs nothing
+        st = load_checkpoint(state_path, kind=STATE_KIND)
+        missing = [k for k in ("step", "model", "optimizer", "generator", "torch_rng", "log", "train_ids") if k not in st]
+        check_resume(state_path, st.get("run_keys"), run_keys, st.get("dataset_fingerprint"), fingerprint)
+        if missing:
+            raise CheckpointError(f"checkpoint {state_path}: missing field(s) {missing}")
+        if int(st["step"]) > cfg.steps:
+            raise CheckpointError(f"{state_path}: the saved run is at step {st['step']}, beyond steps={cfg.steps}; "
+                                  f"steps may only grow on resume (or start fresh with out_dir=<a new folder>)")
+        train_ids = list(st["train_ids"])  # fixed at the first run
+    else:
+        train_ids, _ = ds.split(cfg.val_fraction, cfg.split_seed)
     frames = [ds.load_episode(i).frames for i in ProgressBar(train_ids, desc="loading episodes")]
     if frames[0].shape[1:3] != (vit_cfg.img_size, vit_cfg.img_size):
         raise ValueError(f"dataset frames are {frames[0].shape[1:3]}, encoder.img_size={vit_cfg.img_size}")
-    sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet)
+    sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet, train_ids)
     del frames  # the sampler holds one concatenated copy
     log.info("data: %d train episodes, %d frames, %d clip starts", len(train_ids), len(sampler.frames), len(sampler.starts))
 
@@ -124,15 +193,7 @@ def train(cfg: DictConfig) -> dict:
     entries: list[dict] = []
     step = 0
 
-    state_path = out / "train_state.pt"
-    if state_path.exists():
-        st = load_checkpoint(state_path, kind=STATE_KIND)
-        missing = [k for k in ("step", "model", "optimizer", "generator", "torch_rng", "encoder_config", "log") if k not in st]
-        if missing:
-            raise CheckpointError(f"checkpoint {state_path}: missing field(s) {missing}")
-        if st["encoder_config"] != vit_cfg.to_dict():
-            raise ValueError(f"{state_path} was trained with encoder {st['encoder_config']}, "
-                             f"config asks for {vit_cfg.to_dict()}; use a fresh out_dir")
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
@@ -142,15 +203,18 @@ def train(cfg: DictConfig) -> dict:
 
     def save_state() -> None:
         atomic_save({
-            "kind": STATE_KIND, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "encoder_config": vit_cfg.to_dict(), "log": entries,
+            "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "model": model.state_dict(),
+            "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "encoder_config": vit_cfg.to_dict(), "run_keys": run_keys, "dataset_fingerprint": fingerprint,
+            "train_ids": train_ids, "log": entries,
         }, state_path)
 
     grid = (cfg.num_frames // vit_cfg.tubelet, *model.encoder.grid)
     tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=step + 1 if step else None)
     bar = ProgressBar(None, total=cfg.steps, desc="pretrain", initial=step)
     loss_sum, loss_n, t0 = 0.0, 0, time.time()
+    hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
+            f"written every ckpt_every={cfg.ckpt_every} steps.")
     model.train()
     while step < cfg.steps:
         lr = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
@@ -162,8 +226,10 @@ def train(cfg: DictConfig) -> dict:
         loss = model.loss(x, [m[0] for m in masks], [m[1] for m in masks])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        guard = {"loss": loss}
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        check_step_finite(guard, step + 1, sampler.last_episode_ids, "pretrain_encoder", hint)  # before the update
         opt.step()
         momentum = ema_momentum(step, cfg.steps, *cfg.ema)
         ema_update(model.target_encoder, model.encoder, momentum)
@@ -171,9 +237,12 @@ def train(cfg: DictConfig) -> dict:
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1, loss=loss.item())
 
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+            diag = diagnostics(model, clip)
+            check_step_finite({k: torch.tensor(v) for k, v in diag.items()}, step, sampler.last_episode_ids,
+                              "pretrain_encoder", hint, after_update=True)
             e = {"step": step, "loss": loss_sum / loss_n, "lr": lr, "momentum": momentum,
-                 **diagnostics(model, clip), "sec_per_step": (time.time() - t0) / loss_n}
+                 **diag, "sec_per_step": (time.time() - t0) / loss_n}
             entries.append(e)
             tb.scalars(step, {"loss": e["loss"], "lr": lr, "ema_momentum": momentum}, "train/")
             tb.scalars(step, {k: e[k] for k in ("latent_std", "eff_rank", "pooled_std")}, "collapse/")
@@ -184,18 +253,19 @@ def train(cfg: DictConfig) -> dict:
             if e["latent_std"] < COLLAPSE_STD or e["eff_rank"] < COLLAPSE_RANK:
                 log.warning("WARNING: representation collapse at step %d (latent_std %.4f < %.2f or eff_rank %.2f < %.1f)",
                             step, e["latent_std"], COLLAPSE_STD, e["eff_rank"], COLLAPSE_RANK)
-            write_log(out / "log.jsonl", entries)
-        if step % cfg.ckpt_every == 0:
+            write_jsonl(out / "log.jsonl", entries)
+        if cfg.ckpt_every and step % cfg.ckpt_every == 0:
             save_state()
     bar.close()
     tb.close()
 
     save_state()  # so a rerun with a larger `steps` continues from here
-    write_log(out / "log.jsonl", entries)
+    write_jsonl(out / "log.jsonl", entries)  # the log lives in train_state.pt: a torn log.jsonl is rewritten whole
     final_loss = entries[-1]["loss"] if entries else float("nan")
     meta = {"seed": int(cfg.seed), "steps": int(step), "data_dir": str(Path(cfg.data_dir).resolve()),
             "final_loss": float(final_loss), "num_frames": int(cfg.num_frames),
-            "env_id": str(ds.meta.get("env_id", ""))}
+            "env_id": str(ds.meta.get("env_id", "")), "dataset_sha256": fingerprint["sha256"],
+            "train_episode_ids": train_ids}
     save_encoder(model.target_encoder, out / "encoder.pt", meta)
     log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
     return meta

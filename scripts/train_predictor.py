@@ -8,6 +8,14 @@ from an encoder config (``type`` + fields, seeded with ``seed``; see ``worldmode
 ``train_state.pt`` (resume point, rewritten every ``ckpt_every`` steps; rerunning resumes),
 ``log.jsonl``, ``metrics.json``, ``tb/`` (TensorBoard curves, with ``tensorboard=true`` and the
 ``wmplan[tensorboard]`` extra) and the final ``world_model.pt``.
+
+Reliability: settings are checked before any work (ConfigError naming field and value); a
+resume refuses other data (dataset fingerprint) or other settings (``RESUME_KEYS``, the encoder
+file's sha256 and the predictor config), naming what changed; ``steps`` may grow to continue
+training on the stretched schedule, and the logging/eval/checkpoint cadence, ``eval_steps``,
+``val_windows``, ``encode_batch_size``, ``device``, ``threads`` and ``tensorboard`` may change
+freely. The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
+norm stops training naming the step and the batch's episodes; nothing non-finite is saved.
 """
 from __future__ import annotations
 
@@ -21,18 +29,46 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
+from wmplan.checks import check_choice
+from wmplan.io import remove_stale_temps, write_json
 from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
 from wmplan.worldmodel.data import EpisodeDataset
-from wmplan.worldmodel.latent_cache import build_latent_cache
+from wmplan.worldmodel.fingerprint import dataset_fingerprint
+from wmplan.worldmodel.latent_cache import build_latent_cache, file_sha256
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.registry import build_encoder, load_encoder
-from wmplan.worldmodel.utils import (CheckpointError, ProgressBar, TensorBoardLog, atomic_save, load_checkpoint,
-                                     resolve_device, seed_everything)
+from wmplan.worldmodel.registry import build_encoder, encoder_fingerprint, load_encoder
+from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
+                                     check_bool, check_resume, check_settings, check_step_finite, load_checkpoint,
+                                     read_jsonl, resolve_device, seed_everything, write_jsonl)
 from wmplan.worldmodel.world_model import WorldModel
 
 STATE_KIND = "wmplan-predictor-train-state"
-# Changing these invalidates a resume point (different data or objective shape).
-RESUME_KEYS = ("data_dir", "encoder_path", "pool_k", "frameskip", "use_proprio", "latent_norm", "seed")
+# The settings that define a run: a resume point refuses any change of them (plus the data
+# fingerprint, the encoder's sha256 and the predictor config). Everything else may change on
+# resume: `steps` may grow, and logging/eval/checkpoint cadence, eval size, device and threads
+# do not touch the trained weights.
+RESUME_KEYS = ("data_dir", "encoder_path", "pool_k", "frameskip", "use_proprio", "latent_norm", "cache_dtype",
+               "context", "rollout_steps", "loss", "rollout_weight", "proprio_weight", "batch_size", "lr",
+               "min_lr_ratio", "weight_decay", "warmup_steps", "grad_clip", "val_fraction", "seed")
+_INT0, _INT1 = {"low": 0, "integer": True}, {"low": 1, "integer": True}
+SETTINGS = {"pool_k": {**_INT1, "allow_none": True}, "frameskip": _INT1, "encode_batch_size": _INT1, "context": _INT1,
+            "rollout_steps": _INT0, "rollout_weight": {"low": 0}, "proprio_weight": {"low": 0}, "steps": _INT1,
+            "batch_size": _INT1, "lr": {"low": 0, "low_open": True}, "min_lr_ratio": {"low": 0, "high": 1},
+            "weight_decay": {"low": 0}, "warmup_steps": _INT0, "grad_clip": {"low": 0, "allow_none": True},
+            "val_fraction": {"low": 0, "high": 1, "high_open": True}, "eval_steps": _INT1, "val_windows": _INT1,
+            "seed": _INT0, "threads": {**_INT0, "allow_none": True}, "log_every": _INT0, "eval_every": _INT0,
+            "ckpt_every": _INT0}
+
+
+def validate_settings(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the field and value of the first bad setting (before any work)."""
+    where = "train_predictor"
+    check_settings(cfg, SETTINGS, where)
+    check_choice(cfg.loss, "loss", ("l1", "l2"), where)
+    check_choice(cfg.latent_norm, "latent_norm", ("none", "global", "dim", None), where)
+    check_choice(cfg.cache_dtype, "cache_dtype", ("float16", "float32"), where)
+    for k in ("use_proprio", "tensorboard"):
+        check_bool(cfg[k], k, where)
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
@@ -53,16 +89,16 @@ def make_optimizer(model: torch.nn.Module, cfg: DictConfig) -> torch.optim.Optim
 
 
 def append_jsonl(path: Path, rec: dict) -> None:
+    """Append one record (a kill mid-write can tear the last line; :func:`truncate_log` repairs it)."""
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
 
 
 def truncate_log(path: Path, step: int) -> None:
-    """On resume drop log lines written after the resumed checkpoint (they are redone)."""
-    if not path.is_file():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+    """On resume drop log lines written after the resumed checkpoint (they are redone) and
+    torn lines of a killed run (with a warning); rewritten atomically."""
+    if path.is_file():
+        write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step])
 
 
 def eval_metrics(model: ACPredictor, windows: Window, horizon: int, prefix: str = "val") -> dict:
@@ -101,27 +137,48 @@ def frozen_encoder(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
 
 def train(cfg: DictConfig) -> dict:
     """Run (or resume) training; returns the final metrics dict."""
+    validate_settings(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_stale_temps(out):
+        print(f"removed {tmp} (a temp file of a killed run)")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
-    # ---- data -> latent cache -------------------------------------------------------------
-    ds = EpisodeDataset(cfg.data_dir)
-    train_ids, val_ids = ds.split(cfg.val_fraction, cfg.seed)
+    # ---- data, and the resume point's run keys / data / split -----------------------------
+    ds = EpisodeDataset(cfg.data_dir).require_complete()  # meta.json's num_episodes vs the files present
+    fingerprint = dataset_fingerprint(ds.root)
+    enc_path = cfg.get("encoder_path") or None
+    state_path, log_path = out / "train_state.pt", out / "log.jsonl"
+    run_keys = {k: (str(cfg[k]) if k in ("data_dir", "encoder_path") else cfg[k]) for k in RESUME_KEYS}
+    if enc_path is None:  # an encoder built from its config: the config is part of the run
+        run_keys["encoder"] = OmegaConf.to_container(cfg.encoder, resolve=True)
+    st = None
+    if state_path.is_file():
+        st = load_checkpoint(state_path, kind=STATE_KIND)
+        check_resume(state_path, st.get("run_keys"), run_keys, st.get("dataset_fingerprint"), fingerprint)
+        if int(st["step"]) > cfg.steps:
+            raise CheckpointError(f"{state_path}: the saved run is at step {st['step']}, beyond steps={cfg.steps}; "
+                                  f"steps may only grow on resume (or start fresh with out_dir=<a new folder>)")
+        train_ids, val_ids = list(st["split"]["train"]), list(st["split"]["val"])  # fixed at the first run
+    else:
+        train_ids, val_ids = ds.split(cfg.val_fraction, cfg.seed)
+    split = {"train": train_ids, "val": val_ids}
     if not val_ids:
         print("warning: no held-out episodes (val_fraction too small); validating on train episodes")
         val_ids = train_ids
+
+    # ---- latent cache -----------------------------------------------------------------------
     encoder = frozen_encoder(cfg, device)
-    enc_path = cfg.get("encoder_path") or None
     img = ds.meta.get("image_size")
     if img is not None and int(img) != encoder.image_size:
         raise ValueError(f"dataset {cfg.data_dir} has image_size={img} but encoder {enc_path or cfg.encoder} "
                          f"expects image_size={encoder.image_size}")
     cache_dtype = {"float16": torch.float16, "float32": torch.float32}[cfg.cache_dtype]
-    cache = build_latent_cache(ds, encoder, enc_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype)
+    cache = build_latent_cache(ds, encoder, enc_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype,
+                               fingerprint=fingerprint)
     tpos = [cache.index_of(i) for i in train_ids]
     vpos = [cache.index_of(i) for i in val_ids]
     fs = int(cfg.frameskip)
@@ -150,16 +207,11 @@ def train(cfg: DictConfig) -> dict:
           f"{len(train_s)} train windows; device={device}")
 
     # ---- resume ---------------------------------------------------------------------------
-    state_path, log_path = out / "train_state.pt", out / "log.jsonl"
-    run_keys = {k: (str(cfg[k]) if k in ("data_dir", "encoder_path") else cfg[k]) for k in RESUME_KEYS}
-    if enc_path is None:  # an encoder built from its config: the config is part of the run
-        run_keys["encoder"] = OmegaConf.to_container(cfg.encoder, resolve=True)
+    model_keys = {"encoder_sha256": file_sha256(enc_path) if enc_path else encoder_fingerprint(encoder),
+                  "predictor_config": pcfg.to_dict()}
     start, elapsed_before = 0, 0.0
-    if state_path.is_file():
-        st = load_checkpoint(state_path, kind=STATE_KIND)
-        if st.get("predictor_config") != pcfg.to_dict() or st.get("run_keys") != run_keys:
-            raise CheckpointError(f"{state_path}: saved run does not match this config "
-                                  f"(predictor/data settings differ); use a fresh out_dir")
+    if st is not None:
+        check_resume(state_path, {k: st.get(k) for k in model_keys}, model_keys)
         model.load_state_dict(st["predictor"])
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
@@ -171,9 +223,10 @@ def train(cfg: DictConfig) -> dict:
         log_path.unlink()  # stale log of a run without a resume point
 
     def save_state(step: int, elapsed: float) -> None:
-        atomic_save({"kind": STATE_KIND, "step": step, "predictor": model.state_dict(), "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                     "predictor_config": pcfg.to_dict(), "run_keys": run_keys, "elapsed": elapsed}, state_path)
+        atomic_save({"kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "predictor": model.state_dict(),
+                     "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "run_keys": run_keys, "dataset_fingerprint": fingerprint, "split": split, **model_keys,
+                     "elapsed": elapsed}, state_path)
 
     # ---- loop -----------------------------------------------------------------------------
     tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=start + 1 if start else None)
@@ -181,6 +234,8 @@ def train(cfg: DictConfig) -> dict:
     t0 = time.time()
     bar = ProgressBar(None, total=cfg.steps - start, desc=f"train (steps {start}->{cfg.steps})")
     losses: dict[str, float] = {}
+    hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
+            f"written every ckpt_every={cfg.ckpt_every} steps.")
     for step in range(start, cfg.steps):
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
@@ -189,12 +244,14 @@ def train(cfg: DictConfig) -> dict:
         parts = training_losses(model, w, cfg.context, cfg.rollout_steps, cfg.loss, cfg.rollout_weight, cfg.proprio_weight)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
+        guard = dict(parts)
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        check_step_finite(guard, step + 1, w.episode_ids, "train_predictor", hint)  # before the update
         opt.step()
         done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            losses = {k: float(v) for k, v in parts.items()}  # host sync only when logging
+        if (cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps:
+            losses = {k: float(v.detach()) for k, v in parts.items()}  # host sync only when logging
             append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
             tb.scalars(done, {"lr": lr, **losses}, "train/")
             bar.update(0, loss=losses["loss"])
@@ -218,22 +275,23 @@ def train(cfg: DictConfig) -> dict:
     tb.close()
     print(f"val {h}-step open-loop L1: predictor {m[f'val_open_loop_l1_{h}step']:.4f}, copy-last "
           f"{m[f'val_copy_last_l1_{h}step']:.4f}, ratio {m[f'val_ratio_{h}step']:.3f}")
+    ids = {"train_episode_ids": split["train"], "val_episode_ids": split["val"]}  # val [] = validated on train
     metrics = {**m, "steps": int(cfg.steps), "predictor_params": model.num_params(),
                "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
-               "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses}
+               "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses, **ids}
     meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
             "encoder_path": str(Path(enc_path).resolve()) if enc_path else None,
-            "encoder_sha256": cache.encoder_sha256,
+            "encoder_sha256": cache.encoder_sha256, "dataset_sha256": fingerprint["sha256"],
             "env_id": ds.meta.get("env_id"), "env_kwargs": ds.meta.get("env_kwargs"),
-            "train_episodes": len(train_ids), "val_episodes": len(val_ids),
+            "train_episodes": len(train_ids), "val_episodes": len(val_ids), **ids,
             "config": OmegaConf.to_container(cfg, resolve=True),
             "metrics": {k: v for k, v in m.items() if not isinstance(v, list)}}
     wm = WorldModel(encoder, model.eval(), cfg.pool_k, fs, ds.meta["action_low"], ds.meta["action_high"],
                     stats.as_dict(), meta)
     wm.save(out / "world_model.pt")
     save_state(int(cfg.steps), elapsed_before + run_s)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)
     print(f"wrote {out / 'world_model.pt'} and {out / 'metrics.json'}")
     return metrics
 

@@ -29,12 +29,14 @@ LATENT_STD_REL_FLOOR = 0.1
 class Window:
     """A batch of normalised training windows of W predictor steps.
 
-    latents ``[B, W, N, D]`` fp32, actions ``[B, W-1, A]`` (normalised), proprio ``[B, W, P]`` | None.
+    latents ``[B, W, N, D]`` fp32, actions ``[B, W-1, A]`` (normalised), proprio ``[B, W, P]`` | None,
+    episode_ids ``[B]`` long: the dataset episode each window came from (errors name them).
     """
 
     latents: Tensor
     actions: Tensor
     proprio: Tensor | None
+    episode_ids: Tensor | None = None
 
 
 @dataclass
@@ -105,18 +107,20 @@ class WindowSampler:
                  stats: Stats, use_proprio: bool, device: torch.device):
         self.fs, self.window, self.device = frameskip, window, device
         span = (window - 1) * frameskip  # env steps covered by one window
-        fstart, astart = [], []
+        fstart, astart, eids = [], [], []
         for e in positions:
             T = cache.episode_length(e)
             n = T - span + 1
             if n > 0:
                 fstart.append(cache.frame_offsets[e] + torch.arange(n))
                 astart.append(cache.action_offsets[e] + torch.arange(n))
+                eids.append(torch.full((n,), int(cache.episode_ids[e])))  # cache position -> episode id
         if not fstart:
             raise ValueError(f"no episode is long enough for a window of {window} predictor steps "
                              f"x frameskip {frameskip} = {span} env steps")
         self.fstart = torch.cat(fstart).to(device)
         self.astart = torch.cat(astart).to(device)
+        self.window_episode = torch.cat(eids).to(device)  # [num windows] dataset episode id
         self.latents = cache.latents.to(device)
         self.actions = cache.actions.to(device)
         self.proprio = cache.proprio.to(device) if use_proprio else None
@@ -139,7 +143,7 @@ class WindowSampler:
         prop = None
         if self.proprio is not None:
             prop = (self.proprio[fidx] - self.stats.proprio_mean) / self.stats.proprio_std
-        return Window(lat, act, prop)
+        return Window(lat, act, prop, self.window_episode[idx])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Window:
         """Uniform random windows (with replacement); ``generator`` lives on CPU."""

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from ..protocols import EncoderLike
-from .utils import CheckpointError, atomic_save, cpu_fp32, load_checkpoint, resolve_device
+from .utils import FORMAT_VERSION, CheckpointError, atomic_save, cpu_fp32, load_checkpoint, resolve_device
 
 ENCODER_KIND = "wmplan-encoder"
 DEFAULT_ENCODER, DEFAULT_PREDICTOR = "vit", "ac"
@@ -169,15 +169,48 @@ def load_component(kind: str, record: Any, where: str) -> nn.Module:
     tag = record.get("type", DEFAULT_ENCODER if kind == "encoder" else DEFAULT_PREDICTOR)
     try:
         module = _build(kind, tag, record["config"])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{where} is incompatible: {e}") from e
+    _check_weights(module, record["state_dict"], where, tag)
+    try:
         module.load_state_dict(record["state_dict"])
     except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{where} is incompatible: {e}") from e
     return module
 
 
+def _check_weights(module: nn.Module, state: Any, where: str, tag: str) -> None:
+    """Name the weights that do not fit the module the saved config builds (missing, unexpected,
+    other shapes) instead of torch's bare shape-mismatch text."""
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: 'state_dict' must be a dict of tensors, got {type(state).__name__}")
+    own = module.state_dict()
+
+    def short(keys: list[str]) -> str:
+        return ", ".join(keys[:4]) + (f", ... ({len(keys)} in all)" if len(keys) > 4 else "")
+
+    problems = []
+    if missing := [k for k in own if k not in state]:
+        problems.append(f"missing weights {short(missing)}")
+    if unexpected := [k for k in state if k not in own]:
+        problems.append(f"unexpected weights {short(unexpected)}")
+    if not_tensors := [k for k in state if k in own and not isinstance(state[k], torch.Tensor)]:
+        problems.append(f"non-tensor entries {short(not_tensors)}")
+    shapes = [f"'{k}' is {tuple(state[k].shape)} in the file but {tuple(own[k].shape)} for the saved config"
+              for k in own if isinstance(state.get(k), torch.Tensor) and state[k].shape != own[k].shape]
+    if shapes:
+        problems.append("shape mismatch: " + "; ".join(shapes[:4]) + (f"; ... ({len(shapes)} in all)" if len(shapes) > 4 else ""))
+    if problems:
+        raise CheckpointError(f"{where}: the weights in 'state_dict' do not fit a {tag!r} built from the file's "
+                              f"config ({'; '.join(problems)}); "
+                              f"the file was probably written by an older or different version of this model")
+
+
 def save_encoder(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> None:
-    """Atomically write a frozen-encoder file (``kind``, ``type``, ``config``, ``state_dict``, ``meta``)."""
-    atomic_save({"kind": ENCODER_KIND, **component_record(model), "meta": dict(meta or {})}, path)
+    """Atomically write a frozen-encoder file (``kind``, ``version``, ``type``, ``config``, ``state_dict``,
+    ``meta``); refuses (NonFiniteError, nothing written) if a weight is NaN/inf."""
+    atomic_save({"kind": ENCODER_KIND, "version": FORMAT_VERSION, **component_record(model),
+                 "meta": dict(meta or {})}, path)
 
 
 def load_encoder(path: str | Path, device: str | torch.device = "auto") -> nn.Module:

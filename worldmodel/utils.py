@@ -1,8 +1,16 @@
-"""Small shared helpers: devices, seeding, atomic checkpoint I/O, a progress bar, TensorBoard."""
+"""Small shared helpers: devices, seeding, checked atomic checkpoint I/O, resume checks,
+JSON-lines logs, settings checks, a progress bar, TensorBoard.
+
+Every checkpoint this package writes carries ``"version": FORMAT_VERSION`` (files without
+the field, e.g. the bundled models, are version 1). :func:`atomic_save` refuses to write a
+non-finite tensor and :func:`load_checkpoint` refuses to read one, or a file of a newer version.
+"""
 from __future__ import annotations
 
+import json
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +18,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..checks import ConfigError, NonFiniteError, check_finite, check_number
 from ..io import atomic_write_bytes  # noqa: F401 (re-exported: the one atomic writer of every layer)
+from .fingerprint import describe_change
+
+# Checkpoint format version written by this wmplan (field "version"); a larger one in a file
+# means a newer wmplan wrote it. Bump when a reader of today could misread a new file.
+FORMAT_VERSION = 1
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated or not of the expected kind."""
+    """A checkpoint file is missing, truncated, not of the expected kind, or its contents are
+    unusable (non-finite, a newer version, fields that do not fit); the message names the file."""
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -33,9 +48,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def tensor_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(dotted field name, tensor)`` for every tensor in nested dicts/lists/tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from tensor_fields(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from tensor_fields(v, f"{prefix}[{i}]")
+
+
+def check_tensors_finite(obj: Any, where: str) -> None:
+    """Raise NonFiniteError naming ``where`` and the first field holding NaN/inf."""
+    for name, t in tensor_fields(obj):
+        check_finite(t, name, where)
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` that is atomic (temp file + rename). Save only tensors/plain containers
-    so the file loads with ``weights_only=True``."""
+    so the file loads with ``weights_only=True``.
+
+    Raises NonFiniteError (and writes nothing) if any tensor holds NaN/inf: a diverged
+    model must never replace the last good checkpoint.
+    """
+    check_tensors_finite(obj, f"refusing to write {path} (nothing written)")
     atomic_write_bytes(path, lambda f: torch.save(obj, f))
 
 
@@ -50,7 +88,8 @@ def cpu_fp32(t: torch.Tensor | None) -> torch.Tensor | None:
 def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
     """Load a checkpoint with ``torch.load(weights_only=True)`` on CPU.
 
-    Raises CheckpointError naming the file when it is missing, unreadable, or when
+    Raises CheckpointError naming the file when it is missing, unreadable, written by a
+    newer wmplan (``"version"`` > :data:`FORMAT_VERSION`), holds a non-finite tensor, or when
     ``kind`` is given and the file's ``"kind"`` field differs.
     """
     path = Path(path)
@@ -66,7 +105,126 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict:
         raise CheckpointError(
             f"checkpoint {path}: field 'kind' is {ckpt.get('kind')!r}, expected {kind!r}"
         )
+    version = ckpt.get("version", 1)  # files from before the field (bundled models) are version 1
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"checkpoint {path}: field 'version' is {version!r}, expected an integer")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} was made by a newer wmplan (version {version} > "
+                              f"{FORMAT_VERSION}); upgrade wmplan to read it")
+    try:
+        check_tensors_finite(ckpt, f"checkpoint {path}")
+    except NonFiniteError as e:
+        raise CheckpointError(str(e)) from e
     return ckpt
+
+
+# ---- resume points -------------------------------------------------------------------------
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts (and lists of dicts) flattened to ``a.b[0].c`` keys; other lists stay values."""
+    if isinstance(d, list) and any(isinstance(v, dict) for v in d):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(d)]
+    elif isinstance(d, dict):
+        items = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in d.items()]
+    else:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(_flat(v, k))
+    return out
+
+
+def run_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for every (dotted) key whose value differs between two run-key dicts."""
+    a, b = _flat(saved), _flat(current)
+    missing = object()
+    out = []
+    for k in list(b) + [k for k in a if k not in b]:
+        old, new = a.get(k, missing), b.get(k, missing)
+        if old != new:
+            fmt = lambda v: "(not set)" if v is missing else repr(v)  # noqa: E731
+            out.append(f"{k}: {fmt(old)} -> {fmt(new)}")
+    return out
+
+
+def check_resume(state_path: str | Path, saved: dict[str, Any] | None, current: dict[str, Any],
+                 saved_fingerprint: dict | None = None, fingerprint: dict | None = None) -> None:
+    """Refuse to resume ``state_path`` unless the run keys (and the dataset fingerprint, when
+    ``fingerprint`` is given) equal the saved ones; the CheckpointError says what changed
+    (keys with old and new values, the data change in words) and how to start fresh."""
+    fresh = f"start fresh with out_dir=<a new folder> (or delete {state_path})"
+    if saved is None or (fingerprint is not None and saved_fingerprint is None):
+        raise CheckpointError(f"{state_path} was written by an older wmplan and records no run settings or "
+                              f"dataset fingerprint, so resuming it cannot be checked; {fresh}")
+    changes = run_changes(saved, current)
+    if fingerprint is not None:
+        data = describe_change(saved_fingerprint, fingerprint)
+        if data is not None:
+            changes.insert(0, f"data: {data}")
+    if changes:
+        raise CheckpointError(f"{state_path}: cannot resume, this run differs from the saved one: "
+                              + "; ".join(changes) + f". Rerun with the saved settings and data to continue it, or {fresh}")
+
+
+# ---- JSON-lines logs -----------------------------------------------------------------------
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines log; a torn line (a run killed mid-write) or any other
+    unparseable line is dropped with a printed warning naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for n, ln in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except json.JSONDecodeError:
+            rec = None
+        if not isinstance(rec, dict):
+            print(f"warning: {path} line {n} is torn or not a JSON record (a killed run?); dropping it: {ln[:80]!r}")
+            continue
+        out.append(rec)
+    return out
+
+
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Atomically (re)write a JSON-lines log."""
+    text = "".join(json.dumps(r) + "\n" for r in records).encode()
+    atomic_write_bytes(path, lambda f: f.write(text))
+
+
+# ---- settings and training guards ------------------------------------------------------------
+def check_settings(cfg: Any, rules: dict[str, dict[str, Any]], where: str) -> None:
+    """``check_number(cfg[field], field, where, **rule)`` for every rule (ConfigError names the
+    field and value); dotted fields reach into nested config nodes."""
+    for field, rule in rules.items():
+        node = cfg
+        for part in field.split("."):
+            node = node[int(part)] if part.isdigit() else node[part]
+        check_number(node, field, where, **rule)
+
+
+def check_bool(value: Any, field: str, where: str) -> None:
+    """Raise ConfigError unless ``value`` is true or false."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{field}' must be true or false, got {value!r}")
+
+
+def check_step_finite(values: dict[str, torch.Tensor], step: int, episode_ids: Any, where: str,
+                      hint: str = "", after_update: bool = False) -> None:
+    """Stop training when a loss or gradient norm (or, ``after_update``, a value computed with the
+    updated weights) of this step is NaN/inf: raise NonFiniteError naming the step, the values
+    and the episodes the batch came from. One host sync for all values."""
+    vals = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    if bool(torch.isfinite(vals).all()):
+        return
+    ids = sorted(set(torch.as_tensor(episode_ids).flatten().tolist())) if episode_ids is not None else "unknown"
+    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in zip(values, vals.tolist()))
+    what = (f"non-finite values after the update of step {step}" if after_update
+            else f"non-finite loss or gradient at step {step}")
+    stop = "the update made the model non-finite" if after_update else "training stopped before the update"
+    raise NonFiniteError(f"{where}: {what} ({shown}) on a batch from episodes {ids}; {stop}, "
+                         f"nothing of this step was saved. {hint}".rstrip())
 
 
 class _LineStream:

@@ -3,17 +3,20 @@
 Saved and loaded as ONE file (``kind = "wmplan-world-model"``) holding only tensors and
 plain Python types, so it loads with ``torch.load(weights_only=True)``::
 
-    kind, version 1, pool_k, frameskip, image_size, stats {action_mean, action_std,
+    kind, version (FORMAT_VERSION), pool_k, frameskip, image_size, stats {action_mean, action_std,
     proprio_mean, proprio_std, latent_mean, latent_std}, action_low, action_high, meta,
     encoder   {"type": "vit", "config": {...}, "state_dict": {...}}
     predictor {"type": "ac",  "config": {...}, "state_dict": {...}}
 
 The component ``type`` tags select the classes (``worldmodel/registry.py``); files without
-them (all bundled models) load as ``vit`` + ``ac``.
+them (all bundled models) load as ``vit`` + ``ac``. Loading checks every field a planner
+relies on (finite weights and statistics, positive scales, shapes that fit the predictor) and
+names the file and field; saving refuses non-finite tensors (``utils.atomic_save``).
 Actions and proprio cross this API in env units; normalisation happens inside.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,12 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..checks import ConfigError, check_number, first_nonfinite
 from .latents import encode_latents
 from .pooling import pooled_grid
 from .predictor import Rollout, head_disagreement
 from .registry import FrameEncoder, component_record, load_component
-from .utils import CheckpointError, atomic_save, cpu_fp32, load_checkpoint, resolve_device
+from .utils import FORMAT_VERSION, CheckpointError, atomic_save, cpu_fp32, load_checkpoint, resolve_device
 
 WORLD_MODEL_KIND = "wmplan-world-model"
 _REQUIRED = ("encoder", "predictor", "pool_k", "frameskip", "stats", "action_low", "action_high", "meta")
@@ -35,6 +39,38 @@ __all__ = ["WorldModel", "Rollout", "WORLD_MODEL_KIND"]
 
 def _as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
     return torch.as_tensor(x, dtype=torch.float32) if like is None else torch.as_tensor(x).to(like)
+
+
+def stats_problem(stats: Any, action_dim: int, proprio_dim: int | None, tokens: int, dim: int) -> str | None:
+    """What is wrong with normalisation statistics for a predictor of these sizes, in words
+    naming the field (``stats.<name>``), or None. Scales must be positive: a zero std divides by zero."""
+    if not isinstance(stats, dict):
+        return f"field 'stats' must be a dict, got {type(stats).__name__}"
+    want: dict[str, tuple[int, ...]] = {"action_mean": (action_dim,), "action_std": (action_dim,)}
+    if proprio_dim is not None:
+        want.update(proprio_mean=(proprio_dim,), proprio_std=(proprio_dim,))
+    if (stats.get("latent_mean") is None) != (stats.get("latent_std") is None):
+        have, lack = ("latent_mean", "latent_std") if stats.get("latent_std") is None else ("latent_std", "latent_mean")
+        return f"field 'stats.{have}' is set but 'stats.{lack}' is missing (both or neither standardise latents)"
+    if stats.get("latent_mean") is not None:
+        want.update(latent_mean=(tokens, dim), latent_std=(tokens, dim))
+    for k, shape in want.items():
+        v = stats.get(k)
+        if v is None:
+            return f"missing field 'stats.{k}'"
+        try:
+            t = _as_tensor(v)
+        except (TypeError, ValueError, RuntimeError) as e:
+            return f"field 'stats.{k}' is not numeric ({type(v).__name__}: {e})"
+        if t.numel() != math.prod(shape) or (len(shape) > 1 and tuple(t.shape) != shape):
+            return f"field 'stats.{k}' has shape {tuple(t.shape)}, the predictor needs {shape}"
+        if (idx := first_nonfinite(t)) is not None:
+            return f"field 'stats.{k}' is not finite ({float(t[idx])} at index {list(idx)})"
+        if k.endswith("_std") and not bool((t > 0).all()):
+            i = int((t <= 0).flatten().nonzero()[0])
+            return (f"field 'stats.{k}' must be > 0 everywhere (a zero scale divides by zero), "
+                    f"got {float(t.flatten()[i])} at flat index {i}")
+    return None
 
 
 class WorldModel(nn.Module):
@@ -92,6 +128,11 @@ class WorldModel(nn.Module):
         if low.numel() != self.action_dim or high.numel() != self.action_dim:
             raise ValueError(f"WorldModel: action bounds have {low.numel()} entries, expected "
                              f"{self.action_dim} or {self.action_dim // self.frameskip} (env dim)")
+        if not bool((low <= high).all()):
+            raise ValueError(f"WorldModel: action_low > action_high at index {int((low > high).nonzero()[0])}")
+        problem = stats_problem(stats, self.action_dim, self.proprio_dim, pc.tokens_per_frame, pc.latent_dim)
+        if problem is not None:
+            raise ValueError(f"WorldModel: {problem}")
         self.register_buffer("action_low", low)
         self.register_buffer("action_high", high)
         self.register_buffer("action_mean", _as_tensor(stats["action_mean"]).flatten())
@@ -103,9 +144,6 @@ class WorldModel(nn.Module):
             self.proprio_mean = self.proprio_std = None
         if stats.get("latent_mean") is not None:
             lm, lsd = _as_tensor(stats["latent_mean"]), _as_tensor(stats.get("latent_std"))
-            if lm.shape != (pc.tokens_per_frame, pc.latent_dim) or lsd.shape != lm.shape:
-                raise ValueError(f"WorldModel: latent stats have shapes {tuple(lm.shape)}/{tuple(lsd.shape)}, "
-                                 f"expected ({pc.tokens_per_frame}, {pc.latent_dim})")
             self.register_buffer("latent_mean", lm)
             self.register_buffer("latent_std", lsd)
         else:
@@ -217,7 +255,7 @@ class WorldModel(nn.Module):
         """The checkpoint dict (CPU fp32 tensors + plain Python types only)."""
         return {
             "kind": WORLD_MODEL_KIND,
-            "version": 1,
+            "version": FORMAT_VERSION,
             "encoder": component_record(self.encoder),
             "predictor": component_record(self.predictor),
             "pool_k": self.pool_k,
@@ -231,26 +269,36 @@ class WorldModel(nn.Module):
         }
 
     def save(self, path: str | Path) -> None:
-        """Atomically write the whole world model to one file."""
+        """Atomically write the whole world model to one file; refuses (NonFiniteError, nothing
+        written) if a weight or statistic is NaN/inf."""
         atomic_save(self.state_for_save(), path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "WorldModel":
         """Load a file written by :meth:`save`; raises CheckpointError naming file and field."""
-        ckpt = load_checkpoint(path, kind=WORLD_MODEL_KIND)
+        ckpt = load_checkpoint(path, kind=WORLD_MODEL_KIND)  # also: version, finite tensors
         for f in _REQUIRED:
             if f not in ckpt:
                 raise CheckpointError(f"checkpoint {path}: missing field {f!r}")
+        try:
+            check_number(ckpt["frameskip"], "frameskip", f"checkpoint {path}", low=1, integer=True)
+            check_number(ckpt["pool_k"], "pool_k", f"checkpoint {path}", low=1, integer=True, allow_none=True)
+        except ConfigError as e:
+            raise CheckpointError(str(e)) from e
+        for f in ("action_low", "action_high", "meta"):
+            if ckpt[f] is None:
+                raise CheckpointError(f"checkpoint {path}: field {f!r} is None")
         stats = ckpt["stats"]
-        for f in ("action_mean", "action_std"):
-            if not isinstance(stats, dict) or stats.get(f) is None:
-                raise CheckpointError(f"checkpoint {path}: missing field 'stats.{f}'")
         encoder = load_component("encoder", ckpt["encoder"], f"checkpoint {path}: field 'encoder'")
         predictor = load_component("predictor", ckpt["predictor"], f"checkpoint {path}: field 'predictor'")
-        if predictor.config.proprio_dim is not None:
-            for f in ("proprio_mean", "proprio_std"):
-                if stats.get(f) is None:
-                    raise CheckpointError(f"checkpoint {path}: missing field 'stats.{f}' (predictor uses proprio)")
+        pc = predictor.config
+        problem = stats_problem(stats, pc.action_dim, pc.proprio_dim, pc.tokens_per_frame, pc.latent_dim)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path}: {problem} (predictor: action_dim={pc.action_dim}, "
+                                  f"proprio_dim={pc.proprio_dim}, {pc.tokens_per_frame} tokens x {pc.latent_dim})")
+        if ckpt.get("image_size") is not None and int(ckpt["image_size"]) != int(encoder.image_size):
+            raise CheckpointError(f"checkpoint {path}: field 'image_size' is {ckpt['image_size']} but the encoder's "
+                                  f"config makes {encoder.image_size}x{encoder.image_size} frames")
         try:
             wm = cls(encoder, predictor, ckpt["pool_k"], ckpt["frameskip"], ckpt["action_low"],
                      ckpt["action_high"], stats, ckpt["meta"])
