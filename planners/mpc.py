@@ -174,8 +174,11 @@ class _Wave:
         n, m = self.vec.num_envs, len(self.specs)
         seeds = [int(s.seed) for s in self.specs] + [None] * (n - m)
         if all(s.options is None for s in self.specs):
-            mask = None if m == n else np.arange(n) < m
-            return self.vec.reset(seed=seeds, options=None if mask is None else {"reset_mask": mask})
+            # every env, the spare ones too: a spare env left over from the last wave may have
+            # hit its time limit while idling, and stepping it un-reset is an error
+            return self.vec.reset(seed=seeds)
+        if m < n:
+            self.vec.reset(options={"reset_mask": np.arange(n) >= m})
         # per-env options: a vector env passes one options dict to all envs, so reset one at a time
         obs_rows, info_rows = [], []
         for i, spec in enumerate(self.specs):

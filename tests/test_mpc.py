@@ -147,3 +147,16 @@ def test_gradient_planner_in_mpc():
                       energy={"goal": {"metric": "l2", "steps": "all"}})
     res = run_mpc([PointEnv()], point_world_model(), p, episodes=specs(1), max_steps=20, replan_every=2)
     assert res[0].success
+
+
+def test_spare_env_left_at_its_time_limit_is_reset_for_a_short_last_wave():
+    """Wave 1 runs both envs into the TimeLimit; wave 2 uses only env 0, and env 1 (truncated,
+    never reset) must not be stepped un-reset (gymnasium asserts on that)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+    from gymnasium.wrappers import TimeLimit
+
+    vec = SyncVectorEnv([lambda: TimeLimit(PointEnv(), 6)] * 2, autoreset_mode=AutoresetMode.DISABLED)
+    far = [EpisodeSpec(seed=s, options={"goal": [5.0, 5.0]}, max_steps=10) for s in range(3)]  # unreachable
+    res = run_mpc(vec, point_world_model(), _planner(), episodes=far, max_steps=10, replan_every=2)
+    assert [r.steps for r in res] == [6, 6, 6] and not any(r.success for r in res)
+    vec.close()
