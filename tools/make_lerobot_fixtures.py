@@ -1,0 +1,131 @@
+"""Write the LeRobot fixtures of tests/test_import_dataset.py with lerobot itself.
+
+Each fixture is a LeRobotDataset written by lerobot's own writer (``LeRobotDataset.create``,
+``add_frame``, ``save_episode``, ``finalize``) from the synthetic trajectories of
+``tools/fixture_content.py``, plus ``<name>.decoded.npz`` next to it: what lerobot's own reader
+(``LeRobotDataset(..., video_backend="pyav")``) returns for every frame, as uint8 frames and
+exact numbers. The tests compare wmplan's importer against that file, so they need neither
+lerobot nor torch.
+
+    tests/fixtures/lerobot/v30_onefile/   v3.0, every episode in one data file and one video file
+    tests/fixtures/lerobot/v30_chunked/   v3.0, small file limits and chunks_size=2: episodes spread
+                                          over several chunk-*/file-* data and video files
+    (each: a video camera observation.images.cam 64x96, an image camera observation.images.wrist
+    32x32 stored as PNG bytes, observation.state [4], action [2], next.reward, next.success)
+
+lerobot 0.6.1 needs Python >= 3.12 and pins torch < 2.12; any torch that imports will do
+(run from the repository root; nothing here is installed into wmplan's own environment)::
+
+    ~/.pyenv/versions/3.12.1/bin/python -m venv /tmp/venv-lerobot
+    /tmp/venv-lerobot/bin/pip install torch==2.13.0          # a CPU build where one is at hand
+    /tmp/venv-lerobot/bin/pip install --no-deps lerobot==0.6.1 torchvision==0.28.0
+    /tmp/venv-lerobot/bin/pip install "numpy>=2.0,<2.3" "Pillow>=10,<13" "einops>=0.8,<0.9" \
+        "draccus>=0.11.6,<0.12" "huggingface-hub>=1.6,<2" requests "gymnasium>=1.1.1,<2" \
+        safetensors "packaging>=24.2,<26" termcolor tqdm "datasets>=4.8,<5" "pandas>=2,<3" \
+        "pyarrow>=21,<30" "av>=15,<16" jsonlines opencv-python-headless
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/venv-lerobot/bin/python tools/make_lerobot_fixtures.py
+
+(``pip install "lerobot[dataset]==0.6.1"`` works too, but pulls a CUDA torch of several GB.)
+Existing fixture folders are replaced.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixture_content import make_trajectory  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "lerobot"
+FPS = 10
+HEIGHT, WIDTH, WRIST = 64, 96, 32
+TASK = "move the square"
+# fixture name -> (episode lengths in frames, writer options)
+VARIANTS = {
+    "v30_onefile": ([9, 14, 6], {}),
+    "v30_chunked": ([7, 11, 5, 8, 6], {"data_files_size_in_mb": 0.004, "video_files_size_in_mb": 0.0045,
+                                       "chunks_size": 2}),
+}
+
+
+def features() -> dict:
+    """The LeRobot feature spec of every fixture."""
+    return {
+        "observation.images.cam": {"dtype": "video", "shape": (HEIGHT, WIDTH, 3),
+                                   "names": ["height", "width", "channels"]},
+        "observation.images.wrist": {"dtype": "image", "shape": (WRIST, WRIST, 3),
+                                     "names": ["height", "width", "channels"]},
+        "observation.state": {"dtype": "float32", "shape": (4,), "names": ["x", "y", "vx", "vy"]},
+        "action": {"dtype": "float32", "shape": (2,), "names": ["vx", "vy"]},
+        "next.reward": {"dtype": "float32", "shape": (1,), "names": None},
+        "next.success": {"dtype": "bool", "shape": (1,), "names": None},
+    }
+
+
+def write_dataset(root: Path, lengths: list[int], options: dict) -> None:
+    """Record one episode per length with lerobot's writer."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    options = dict(options)
+    chunks_size = options.pop("chunks_size", None)
+    ds = LeRobotDataset.create(repo_id="wmplan/fixture", fps=FPS, features=features(), root=root,
+                               robot_type="synthetic", use_videos=True, video_backend="pyav", **options)
+    if chunks_size is not None:
+        ds.meta.info.chunks_size = chunks_size
+    for seed, n in enumerate(lengths):
+        traj = make_trajectory(seed, n, HEIGHT, WIDTH, WRIST)
+        for t in range(n):
+            ds.add_frame({"observation.images.cam": traj.frames[t], "observation.images.wrist": traj.wrist[t],
+                          "observation.state": traj.state[t], "action": traj.action[t],
+                          "next.reward": traj.reward[t:t + 1], "next.success": traj.success[t:t + 1],
+                          "task": TASK})
+        ds.save_episode()
+    ds.finalize()
+
+
+def decode_with_lerobot(root: Path) -> dict[str, np.ndarray]:
+    """Every frame as lerobot's reader returns it (pyav backend), as numpy arrays."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("wmplan/fixture", root=root, video_backend="pyav")
+    out: dict[str, list] = {k: [] for k in ("observation.images.cam", "observation.images.wrist",
+                                            "observation.state", "action", "next.reward", "next.success",
+                                            "episode_index", "frame_index", "index", "timestamp")}
+    for i in range(len(ds)):
+        item = ds[i]
+        for k in out:
+            v = item[k].numpy()
+            if k.startswith("observation.images."):  # float [3,H,W] in [0,1] -> uint8 [H,W,3]
+                v = np.rint(v.transpose(1, 2, 0) * 255.0).astype(np.uint8)
+            out[k].append(v)
+    arrays = {k.replace(".", "_"): np.stack(v) for k, v in out.items()}
+    arrays["lengths"] = np.bincount(arrays["episode_index"].astype(np.int64))
+    return arrays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(VARIANTS), nargs="*", help="fixtures to write (default: all)")
+    args = parser.parse_args()
+    import lerobot
+
+    for name in args.only or VARIANTS:
+        lengths, options = VARIANTS[name]
+        root = ROOT / name
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        write_dataset(root, lengths, options)
+        arrays = decode_with_lerobot(root)
+        assert arrays["lengths"].tolist() == lengths, (arrays["lengths"], lengths)
+        np.savez_compressed(ROOT / f"{name}.decoded.npz", lerobot_version=np.array(lerobot.__version__), **arrays)
+        size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        print(f"{name}: {len(lengths)} episodes, {sum(lengths)} frames, {size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()
