@@ -128,6 +128,9 @@ def print_rows(rows: list[dict]) -> None:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="plan")
 def main(cfg: DictConfig) -> None:
+    # A launcher that runs the job in another process (hydra/launcher=submitit_local or slurm)
+    # pickles this function by value, so the module-level imports above never run there.
+    wmplan.envs.register_all()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
