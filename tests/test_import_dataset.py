@@ -199,3 +199,38 @@ def test_refuses_existing_out_dir(tmp_path):
     proc = run_script("import_dataset.py", "format=minari", f"source={MINARI / 'wmplan' / 'jpeg-v0'}",
                       "camera=nope", f"out_dir={tmp_path / 'x'}", check=False)
     assert proc.returncode == 1 and "observation keys: ['pixels', 'state']" in proc.stderr
+
+
+def test_lerobot_v21_layout(tmp_path):
+    """The v2.1 reading path (episodes.jsonl, one parquet per episode, chunk = index // chunks_size)
+    on a v2.1 layout made here from the v3.0 fixture's data (image camera only; no lerobot 0.3.3
+    fixture yet: see tools/make_lerobot_fixtures.py)."""
+    src = LEROBOT / "v30_chunked"
+    ref = np.load(LEROBOT / "v30_chunked.decoded.npz")
+    root = tmp_path / "v21"
+    info = json.loads((src / "meta" / "info.json").read_text())
+    info.update(codebase_version="v2.1", chunks_size=2, video_path=None,
+                data_path="data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet")
+    del info["features"][VIDEO]
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    (root / "meta" / "tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "move the square"}) + "\n")
+    table = pq.ParquetDataset(sorted((src / "data").glob("chunk-*/file-*.parquet"))).read()
+    episode = table.column("episode_index").to_numpy()
+    lines = []
+    for e in range(int(episode.max()) + 1):
+        path = root / info["data_path"].format(episode_chunk=e // 2, episode_index=e)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.filter(episode == e), path)
+        lines.append(json.dumps({"episode_index": e, "tasks": ["move the square"], "length": int((episode == e).sum())}))
+    (root / "meta" / "episodes.jsonl").write_text("\n".join(lines[::-1]) + "\n")  # out of order on purpose
+    ds = _import("lerobot", root, tmp_path / "out", camera=WRIST)
+    assert ds.meta["source_codebase_version"] == "v2.1" and ds.meta["tasks"] == ["move the square"]
+    assert ds.meta["action_bounds_source"] == "data min/max"
+    for i, (s, e) in enumerate(_bounds(ref["lengths"])):
+        ep = ds.load_episode(i)
+        np.testing.assert_array_equal(ep.frames, ref["observation_images_wrist"][s:e])
+        np.testing.assert_array_equal(ep.actions, ref["action"][s:e - 1])
+    lo, hi = np.array(ds.meta["action_low"]), np.array(ds.meta["action_high"])
+    np.testing.assert_array_equal(lo, ref["action"].min(0))
+    np.testing.assert_array_equal(hi, ref["action"].max(0))

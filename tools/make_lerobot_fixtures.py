@@ -27,6 +27,10 @@ lerobot 0.6.1 needs Python >= 3.12 and pins torch < 2.12; any torch that imports
 
 (``pip install "lerobot[dataset]==0.6.1"`` works too, but pulls a CUDA torch of several GB.)
 Existing fixture folders are replaced.
+
+``--check-export OUT --wmplan-dataset SRC`` instead checks an export of scripts/export_dataset.py:
+lerobot's reader must load ``OUT`` and return every frame, action and state of the wmplan dataset
+``SRC`` (exported from it) exactly; it prints one line and exits non-zero on a difference.
 """
 from __future__ import annotations
 
@@ -107,10 +111,40 @@ def decode_with_lerobot(root: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def check_export(out: Path, source: Path, camera: str = "observation.image") -> int:
+    """Read a wmplan -> LeRobot export with lerobot and compare it with the wmplan episodes; 0 when equal."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    ds = LeRobotDataset("wmplan/export", root=out, video_backend="pyav")
+    bad, rows = [], 0
+    for e in range(ds.num_episodes):
+        with np.load(source / "episodes" / f"ep_{e:06d}.npz") as z:
+            ep = {k: z[k] for k in ("frames", "actions", "proprio")}
+        start, stop = ds.meta.episodes[e]["dataset_from_index"], ds.meta.episodes[e]["dataset_to_index"]
+        if stop - start != len(ep["frames"]):
+            bad.append(f"episode {e}: {stop - start} rows for {len(ep['frames'])} frames")
+        for t, i in enumerate(range(start, min(stop, start + len(ep["frames"])))):
+            item = ds[i]
+            frame = np.rint(item[camera].numpy().transpose(1, 2, 0) * 255.0).astype(np.uint8)
+            same = np.array_equal(frame, ep["frames"][t])
+            same &= t >= len(ep["actions"]) or np.array_equal(item["action"].numpy(), ep["actions"][t])
+            if ep["proprio"].shape[1]:
+                same &= np.array_equal(item["observation.state"].numpy(), ep["proprio"][t])
+            bad += [] if same else [f"episode {e} frame {t}"]
+            rows += 1
+    print(f"lerobot read {out}: {ds.num_episodes} episodes, {rows} rows, fps {ds.fps}, "
+          f"{'all equal to ' + str(source) if not bad else 'DIFFERENT: ' + ', '.join(bad[:5])}")
+    return 1 if bad else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(VARIANTS), nargs="*", help="fixtures to write (default: all)")
+    parser.add_argument("--check-export", type=Path, help="a LeRobot export to check instead (see above)")
+    parser.add_argument("--wmplan-dataset", type=Path, help="the wmplan dataset it was exported from")
     args = parser.parse_args()
+    if args.check_export:
+        sys.exit(check_export(args.check_export, args.wmplan_dataset))
     import lerobot
 
     for name in args.only or VARIANTS:
