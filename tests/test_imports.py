@@ -281,6 +281,14 @@ def test_package_dirs_match_pyproject():
     assert cfg["tool"]["setuptools"]["package-dir"] == PACKAGE_DIRS
 
 
+def test_every_subpackage_is_installed(tree):
+    """A package folder missing from pyproject's ``packages`` list is left out of a wheel (the
+    editable install used here would still find it)."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    missing = sorted(tree.packages - set(cfg["tool"]["setuptools"]["packages"]))
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
 def test_imports_resolve(tree):
     bad = [f"{i.where}: {i.unresolved}" for i in tree.imports if i.unresolved]
     assert not bad, "imports naming no module of the tree:\n" + "\n".join(bad)
