@@ -2,6 +2,8 @@
 
     python scripts/train_predictor.py data_dir=DATA encoder_path=ENC.pt out_dir=runs/predictor
     python scripts/train_predictor.py data_dir=DATA encoder=<name> out_dir=...   # configs/encoder/<name>.yaml
+    python scripts/train_predictor.py data_dir=DATA encoder_path=vjepa2:vitg.pt ram_budget_mb=4096 ...
+    torchrun --standalone --nproc_per_node=N scripts/train_predictor.py ...   # data-parallel (gloo/NCCL)
 
 The frozen encoder is a file written by ``save_encoder`` (any registered type) or one built
 from an encoder config (``type`` + fields, seeded with ``seed``; see ``worldmodel/registry.py``). Outputs in ``out_dir``: ``latent_cache.pt`` (reused across runs),
@@ -14,8 +16,21 @@ resume refuses other data (dataset fingerprint) or other settings (``RESUME_KEYS
 file's sha256 and the predictor config), naming what changed; ``steps`` may grow to continue
 training on the stretched schedule, and the logging/eval/checkpoint cadence, ``eval_steps``,
 ``val_windows``, ``encode_batch_size``, ``device``, ``threads`` and ``tensorboard`` may change
-freely. The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
+freely, and so may ``ram_budget_mb`` and the world size (the sampled windows do not depend on
+them). The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
 norm stops training naming the step and the batch's episodes; nothing non-finite is saved.
+
+``encoder_path=vjepa2:<official file>``: a frozen official V-JEPA 2 encoder
+(:func:`~wmplan.worldmodel.vjepa2.load_official_encoder`; ``vjepa2_num_heads`` for non-released
+widths; frames at the dataset's ``image_size``). ``ram_budget_mb``: stream the latent cache to
+disk and memory-map it when it exceeds the budget (``worldmodel/latent_cache.py``).
+
+Distributed (``torchrun``, ``WORLD_SIZE`` > 1): ``batch_size`` is the GLOBAL batch; every rank
+draws the same global window indices and keeps its 1/N share, gradients are averaged over ranks
+(``worldmodel/distributed.py``), so N processes follow the one-process loss curve up to float
+reduction order (``tests/test_distributed.py``). Rank 0 alone builds the latent cache and writes
+checkpoints, logs, TensorBoard, ``metrics.json`` (with ``world_size``) and ``world_model.pt``;
+every rank resumes from the same ``train_state.pt``.
 """
 from __future__ import annotations
 
@@ -31,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.checks import check_choice
 from wmplan.io import remove_stale_temps, write_json
+from wmplan.worldmodel import distributed as ddp
 from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import dataset_fingerprint
@@ -57,7 +73,9 @@ SETTINGS = {"pool_k": {**_INT1, "allow_none": True}, "frameskip": _INT1, "encode
             "weight_decay": {"low": 0}, "warmup_steps": _INT0, "grad_clip": {"low": 0, "allow_none": True},
             "val_fraction": {"low": 0, "high": 1, "high_open": True}, "eval_steps": _INT1, "val_windows": _INT1,
             "seed": _INT0, "threads": {**_INT0, "allow_none": True}, "log_every": _INT0, "eval_every": _INT0,
-            "ckpt_every": _INT0}
+            "ckpt_every": _INT0, "ram_budget_mb": {"low": 0, "low_open": True, "allow_none": True},
+            "vjepa2_num_heads": {**_INT1, "allow_none": True}}
+VJEPA2 = "vjepa2:"  # encoder_path=vjepa2:<official V-JEPA 2 file>
 
 
 def validate_settings(cfg: DictConfig) -> None:
@@ -69,6 +87,7 @@ def validate_settings(cfg: DictConfig) -> None:
     check_choice(cfg.cache_dtype, "cache_dtype", ("float16", "float32"), where)
     for k in ("use_proprio", "tensorboard"):
         check_bool(cfg[k], k, where)
+    ddp.per_rank_batch(int(cfg.batch_size), ddp.DistInfo(world_size=ddp.env_world_size()), where)
 
 
 def lr_at(step: int, cfg: DictConfig) -> float:
@@ -119,12 +138,23 @@ def tb_eval(m: dict, horizon: int, prefix: str = "val") -> dict[str, float]:
             "pred_std": m[f"{prefix}_pred_std"], "target_std": m[f"{prefix}_target_std"]}
 
 
-def frozen_encoder(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
-    """The encoder file ``encoder_path``, or (``encoder_path=null``) one built from the
-    ``encoder`` config (``type`` + fields) with RNG seed ``seed``; frozen."""
+def encoder_file(cfg: DictConfig) -> str | None:
+    """The encoder's file (``encoder_path`` without a ``vjepa2:`` prefix), or None."""
+    enc = cfg.get("encoder_path") or None
+    return enc[len(VJEPA2):] if enc and str(enc).startswith(VJEPA2) else enc
+
+
+def frozen_encoder(cfg: DictConfig, device: torch.device, image_size: int | None = None) -> torch.nn.Module:
+    """The encoder file ``encoder_path`` (``vjepa2:<file>``: an official V-JEPA 2 file, frames of
+    ``image_size``), or (``encoder_path=null``) one built from the ``encoder`` config (``type`` +
+    fields) with RNG seed ``seed``; frozen."""
     if bool(cfg.get("encoder_path")) == (cfg.get("encoder") is not None):
-        raise ValueError("train_predictor: set exactly one of encoder_path=<encoder.pt> and "
-                         "encoder=<name> (configs/encoder/<name>.yaml)")
+        raise ValueError("train_predictor: set exactly one of encoder_path=<encoder.pt> (or vjepa2:<official file>) "
+                         "and encoder=<name> (configs/encoder/<name>.yaml)")
+    if str(cfg.get("encoder_path") or "").startswith(VJEPA2):
+        from wmplan.worldmodel.vjepa2 import load_official_encoder
+        return load_official_encoder(encoder_file(cfg), num_heads=cfg.get("vjepa2_num_heads"),
+                                     img_size=None if image_size is None else int(image_size), device=device)
     if cfg.get("encoder_path"):
         return load_encoder(cfg.encoder_path, device)
     spec = OmegaConf.to_container(cfg.encoder, resolve=True)
@@ -136,25 +166,39 @@ def frozen_encoder(cfg: DictConfig, device: torch.device) -> torch.nn.Module:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run (or resume) training; returns the final metrics dict."""
+    """Run (or resume) training; returns the final metrics dict (rank 0; other ranks get
+    ``{"rank", "world_size"}``). Joins the torchrun process group when ``WORLD_SIZE`` > 1."""
     validate_settings(cfg)
+    device = resolve_device(cfg.device)
+    info = ddp.init(device)
+    try:
+        return _train(cfg, ddp.local_device(device, info), info)
+    finally:
+        ddp.teardown()
+
+
+def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
+    main = info.is_main
+    say = print if main else (lambda *a, **k: None)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in remove_stale_temps(out):
-        print(f"removed {tmp} (a temp file of a killed run)")
+    if main:
+        for tmp in remove_stale_temps(out):
+            print(f"removed {tmp} (a temp file of a killed run)")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
 
     # ---- data, and the resume point's run keys / data / split -----------------------------
     ds = EpisodeDataset(cfg.data_dir).require_complete()  # meta.json's num_episodes vs the files present
     fingerprint = dataset_fingerprint(ds.root)
-    enc_path = cfg.get("encoder_path") or None
+    enc_path = encoder_file(cfg)
     state_path, log_path = out / "train_state.pt", out / "log.jsonl"
     run_keys = {k: (str(cfg[k]) if k in ("data_dir", "encoder_path") else cfg[k]) for k in RESUME_KEYS}
     if enc_path is None:  # an encoder built from its config: the config is part of the run
         run_keys["encoder"] = OmegaConf.to_container(cfg.encoder, resolve=True)
+    if str(cfg.encoder_path or "").startswith(VJEPA2):  # the head count shapes the official encoder
+        run_keys["vjepa2_num_heads"] = cfg.get("vjepa2_num_heads")
     st = None
     if state_path.is_file():
         st = load_checkpoint(state_path, kind=STATE_KIND)
@@ -167,18 +211,22 @@ def train(cfg: DictConfig) -> dict:
         train_ids, val_ids = ds.split(cfg.val_fraction, cfg.seed)
     split = {"train": train_ids, "val": val_ids}
     if not val_ids:
-        print("warning: no held-out episodes (val_fraction too small); validating on train episodes")
+        say("warning: no held-out episodes (val_fraction too small); validating on train episodes")
         val_ids = train_ids
 
     # ---- latent cache -----------------------------------------------------------------------
-    encoder = frozen_encoder(cfg, device)
     img = ds.meta.get("image_size")
+    encoder = frozen_encoder(cfg, device, img)
     if img is not None and int(img) != encoder.image_size:
         raise ValueError(f"dataset {cfg.data_dir} has image_size={img} but encoder {enc_path or cfg.encoder} "
                          f"expects image_size={encoder.image_size}")
     cache_dtype = {"float16": torch.float16, "float32": torch.float32}[cfg.cache_dtype]
-    cache = build_latent_cache(ds, encoder, enc_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype,
-                               fingerprint=fingerprint)
+    budget = cfg.get("ram_budget_mb")
+    for turn in ("main", "rest"):  # rank 0 builds (or checks) the cache; the others then reuse it
+        if (turn == "main") == main:
+            cache = build_latent_cache(ds, encoder, enc_path, cfg.pool_k, out, cfg.encode_batch_size, cache_dtype,
+                                       verbose=main, fingerprint=fingerprint, ram_budget_mb=budget)
+        ddp.barrier(info)
     tpos = [cache.index_of(i) for i in train_ids]
     vpos = [cache.index_of(i) for i in val_ids]
     fs = int(cfg.frameskip)
@@ -201,10 +249,12 @@ def train(cfg: DictConfig) -> dict:
     train_s = WindowSampler(cache, tpos, fs, cfg.context + cfg.rollout_steps, stats, use_proprio, device)
     val_s = WindowSampler(cache, vpos, fs, cfg.eval_steps + 1, stats, use_proprio, device)
     val_windows = val_s.fixed(cfg.val_windows, seed=cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    print(f"predictor: {model.num_params() / 1e6:.3f}M params, N={N} D={D} A={pcfg.action_dim} "
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the same global batch
+    shard = ddp.shard_slice(int(cfg.batch_size), info) if info.enabled else None
+    say(f"predictor: {model.num_params() / 1e6:.3f}M params, N={N} D={D} A={pcfg.action_dim} "
           f"P={pcfg.proprio_dim}; {len(train_ids)} train / {len(val_ids)} val episodes, "
-          f"{len(train_s)} train windows; device={device}")
+          f"{len(train_s)} train windows; device={device}; world size {info.world_size}"
+          + (f" (global batch {cfg.batch_size}, {cfg.batch_size // info.world_size} per rank)" if info.enabled else ""))
 
     # ---- resume ---------------------------------------------------------------------------
     model_keys = {"encoder_sha256": file_sha256(enc_path) if enc_path else encoder_fingerprint(encoder),
@@ -217,22 +267,26 @@ def train(cfg: DictConfig) -> dict:
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         start, elapsed_before = int(st["step"]), float(st.get("elapsed", 0.0))
-        truncate_log(log_path, start)
-        print(f"resuming from step {start}")
-    elif log_path.is_file():
+        if main:
+            truncate_log(log_path, start)
+        say(f"resuming from step {start}" + (f" (saved at world size {st['world_size']})"
+                                             if st.get("world_size", 1) != info.world_size else ""))
+    elif main and log_path.is_file():
         log_path.unlink()  # stale log of a run without a resume point
 
     def save_state(step: int, elapsed: float) -> None:
-        atomic_save({"kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "predictor": model.state_dict(),
+        if not main:
+            return
+        atomic_save({"world_size": info.world_size, "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "predictor": model.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                      "run_keys": run_keys, "dataset_fingerprint": fingerprint, "split": split, **model_keys,
                      "elapsed": elapsed}, state_path)
 
     # ---- loop -----------------------------------------------------------------------------
-    tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=start + 1 if start else None)
+    tb = TensorBoardLog(out / "tb", cfg.tensorboard and main, purge_step=start + 1 if start else None)
     model.train()
     t0 = time.time()
-    bar = ProgressBar(None, total=cfg.steps - start, desc=f"train (steps {start}->{cfg.steps})")
+    bar = ProgressBar(None, total=cfg.steps - start, desc=f"train (steps {start}->{cfg.steps})", disable=not main)
     losses: dict[str, float] = {}
     hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
             f"written every ckpt_every={cfg.ckpt_every} steps.")
@@ -240,22 +294,26 @@ def train(cfg: DictConfig) -> dict:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        w = train_s.sample(cfg.batch_size, gen)
+        w = train_s.sample(cfg.batch_size, gen, shard)  # this rank's share of the global batch
         parts = training_losses(model, w, cfg.context, cfg.rollout_steps, cfg.loss, cfg.rollout_weight, cfg.proprio_weight)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
+        if info.enabled:  # global-batch gradient and losses: every rank sees the same (and stops together)
+            ddp.all_reduce_grads(model, info)
+            vals = ddp.all_reduce_mean(torch.stack([v.detach().float() for v in parts.values()]), info)
+            parts = dict(zip(parts, vals.unbind()))
         guard = dict(parts)
         if cfg.grad_clip:
             guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         check_step_finite(guard, step + 1, w.episode_ids, "train_predictor", hint)  # before the update
         opt.step()
         done = step + 1
-        if (cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps:
+        if main and ((cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps):
             losses = {k: float(v.detach()) for k, v in parts.items()}  # host sync only when logging
             append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
             tb.scalars(done, {"lr": lr, **losses}, "train/")
             bar.update(0, loss=losses["loss"])
-        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
+        if main and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps:
             m = eval_metrics(model, val_windows, cfg.eval_steps)
             append_jsonl(log_path, {"step": done, **{k: v for k, v in m.items() if not isinstance(v, list)}})
             tb.scalars(done, tb_eval(m, cfg.eval_steps), "val/")
@@ -267,6 +325,9 @@ def train(cfg: DictConfig) -> dict:
     bar.close()
     run_s = time.time() - t0
     ran = cfg.steps - start
+    if not main:
+        ddp.barrier(info)  # until rank 0 has written the outputs
+        return {"rank": info.rank, "world_size": info.world_size}
 
     # ---- final eval + export --------------------------------------------------------------
     m = eval_metrics(model, val_windows, cfg.eval_steps)
@@ -279,9 +340,12 @@ def train(cfg: DictConfig) -> dict:
     metrics = {**m, "steps": int(cfg.steps), "predictor_params": model.num_params(),
                "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
-               "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses, **ids}
+               "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses,
+               "world_size": info.world_size, "ram_budget_mb": budget, "latent_cache_memmapped": cache.memmapped,
+               "latent_cache_mib": cache.latent_bytes / 2**20, **ids}
     meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
-            "encoder_path": str(Path(enc_path).resolve()) if enc_path else None,
+            "encoder_path": ((VJEPA2 if enc_path != cfg.encoder_path else "") + str(Path(enc_path).resolve()))
+            if enc_path else None,
             "encoder_sha256": cache.encoder_sha256, "dataset_sha256": fingerprint["sha256"],
             "env_id": ds.meta.get("env_id"), "env_kwargs": ds.meta.get("env_kwargs"),
             "train_episodes": len(train_ids), "val_episodes": len(val_ids), **ids,
@@ -293,6 +357,7 @@ def train(cfg: DictConfig) -> dict:
     save_state(int(cfg.steps), elapsed_before + run_s)
     write_json(out / "metrics.json", metrics)
     print(f"wrote {out / 'world_model.pt'} and {out / 'metrics.json'}")
+    ddp.barrier(info)
     return metrics
 
 

@@ -81,13 +81,29 @@ def compute_stats(cache: LatentCache, positions: list[int], frameskip: int, use_
         pm, psd = prop.mean(0).float(), prop.std(0, unbiased=False).clamp_min(STD_FLOOR).float()
     lm = lsd = None
     if latent_norm in ("global", "dim"):
-        lat = torch.cat([cache.latents[fo[e]:fo[e + 1]] for e in positions]).double()  # [F, N, D]
-        lm, lsd = lat.mean(0), lat.std(0, unbiased=False)
+        if cache.memmapped:  # never materialise all latents: two streaming passes over episodes
+            lm, lsd = _streamed_mean_std(cache.latents, [(int(fo[e]), int(fo[e + 1])) for e in positions])
+        else:
+            lat = torch.cat([cache.latents[fo[e]:fo[e + 1]] for e in positions]).double()  # [F, N, D]
+            lm, lsd = lat.mean(0), lat.std(0, unbiased=False)
         if latent_norm == "global":
             lsd = torch.full_like(lsd, float(lsd.mean()) + 1e-8)
         lsd = lsd.clamp_min(LATENT_STD_REL_FLOOR * float(lsd.mean()) + 1e-8)
         lm, lsd = lm.float(), lsd.float()
     return Stats(am.float().repeat(frameskip), asd.float().repeat(frameskip), pm, psd, lm, lsd)
+
+
+def _streamed_mean_std(latents: Tensor, spans: list[tuple[int, int]], chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Float64 mean and (biased) std over the frames ``latents[a:b]`` of every span, ``[N, D]``
+    each, reading at most ``chunk`` frames at a time (two passes: mean, then squared deviations)."""
+    def chunks():
+        for a, b in spans:
+            for i in range(a, b, chunk):
+                yield latents[i:min(b, i + chunk)].double()
+    total = sum(b - a for a, b in spans)
+    mean = sum(x.sum(0) for x in chunks()) / total
+    var = sum((x - mean).pow(2).sum(0) for x in chunks()) / total
+    return mean, var.sqrt()
 
 
 class WindowSampler:
@@ -100,7 +116,8 @@ class WindowSampler:
         window: number of predictor-step frames per window (W).
         stats: normalisation statistics.
         use_proprio: include proprio.
-        device: where batches are produced (the cache tensors are moved there once).
+        device: where batches are produced (the cache tensors are moved there once; a
+            memory-mapped cache's latents stay in the map and only gathered windows move).
     """
 
     def __init__(self, cache: LatentCache, positions: list[int], frameskip: int, window: int,
@@ -121,7 +138,8 @@ class WindowSampler:
         self.fstart = torch.cat(fstart).to(device)
         self.astart = torch.cat(astart).to(device)
         self.window_episode = torch.cat(eids).to(device)  # [num windows] dataset episode id
-        self.latents = cache.latents.to(device)
+        # a memory-mapped cache is gathered from on the CPU, window by window (no full copy)
+        self.latents = cache.latents if cache.memmapped else cache.latents.to(device)
         self.actions = cache.actions.to(device)
         self.proprio = cache.proprio.to(device) if use_proprio else None
         self.stats = Stats(*(None if t is None else t.to(device) for t in stats.as_dict().values()))
@@ -136,7 +154,8 @@ class WindowSampler:
         """Windows for window indices ``idx [B]``."""
         fidx = self.fstart[idx, None] + self.f_off  # [B, W]
         aidx = self.astart[idx, None] + self.a_off  # [B, (W-1)*fs]
-        lat = standardise(self.latents[fidx].float(), self.stats.latent_mean, self.stats.latent_std)
+        lat = self.latents[fidx.to(self.latents.device)].to(self.device).float()  # [B, W, N, D]
+        lat = standardise(lat, self.stats.latent_mean, self.stats.latent_std)
         B = idx.shape[0]
         act = self.actions[aidx].reshape(B, self.window - 1, -1)
         act = (act - self.stats.action_mean) / self.stats.action_std
@@ -145,10 +164,17 @@ class WindowSampler:
             prop = (self.proprio[fidx] - self.stats.proprio_mean) / self.stats.proprio_std
         return Window(lat, act, prop, self.window_episode[idx])
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Window:
-        """Uniform random windows (with replacement); ``generator`` lives on CPU."""
-        idx = torch.randint(len(self), (batch_size,), generator=generator).to(self.device)
-        return self.gather(idx)
+    def sample(self, batch_size: int, generator: torch.Generator, shard: slice | None = None) -> Window:
+        """Uniform random windows (with replacement); ``generator`` lives on CPU.
+
+        ``shard``: keep only these positions of the ``batch_size`` drawn indices (a rank's share
+        of the global batch, :func:`~wmplan.worldmodel.distributed.shard_slice`); every rank
+        draws the same global indices, so the union of the shards is the unsharded batch.
+        """
+        idx = torch.randint(len(self), (batch_size,), generator=generator)
+        if shard is not None:
+            idx = idx[shard]
+        return self.gather(idx.to(self.device))
 
     def fixed(self, n: int, seed: int = 0) -> Window:
         """A deterministic set of at most ``n`` distinct windows (for validation)."""

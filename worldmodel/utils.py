@@ -249,15 +249,16 @@ class ProgressBar:
     manually ``bar.update(n, **postfix)`` / ``bar.close()``.
 
     On a terminal it redraws at most 5 times a second; otherwise (logs, CI) it writes one
-    line at most every ``log_interval`` seconds, plus the final line.
+    line at most every ``log_interval`` seconds, plus the final line. ``disable``: draw nothing
+    (the non-zero ranks of a distributed run).
     """
 
     def __init__(self, iterable=None, total: int | None = None, desc: str = "", initial: int = 0,
-                 log_interval: float = 10.0):
+                 log_interval: float = 10.0, disable: bool = False):
         tty = sys.stderr.isatty()
         self.bar = tqdm(iterable, total=total, desc=desc, initial=initial,
                         file=sys.stderr if tty else _LineStream(sys.stderr), dynamic_ncols=tty,
-                        mininterval=0.2 if tty else log_interval, ascii=not tty)
+                        mininterval=0.2 if tty else log_interval, ascii=not tty, disable=disable)
 
     @property
     def n(self) -> int:
