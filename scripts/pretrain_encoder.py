@@ -1,6 +1,7 @@
 """Pretrain a V-JEPA-style video encoder on an episode dataset's frames.
 
     python scripts/pretrain_encoder.py data_dir=data/pointmaze out_dir=runs/encoder steps=2000
+    torchrun --standalone --nproc_per_node=N scripts/pretrain_encoder.py ...   # data-parallel (gloo/NCCL)
 
 Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder, type ``vit``), ``out_dir/log.jsonl``,
 ``out_dir/tb/`` (TensorBoard curves with ``tensorboard=true`` and the ``wmplan[tensorboard]``
@@ -11,9 +12,15 @@ so resuming with a larger ``steps`` continues on the stretched schedule.
 Reliability: settings are checked before any work (ConfigError naming field and value). A
 resume refuses other data (dataset fingerprint) or any change of ``RESUME_KEYS`` (data_dir,
 seeds, optimisation, clips, masks, model), naming what changed; ``steps`` may grow, and
-``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard`` may change. The train
+``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard`` and the world size may change. The train
 episodes of the first run are recorded and reused. A NaN/inf loss or gradient norm stops
 training naming the step and the batch's episodes; nothing non-finite is saved.
+
+Distributed (``torchrun``, ``WORLD_SIZE`` > 1; ``worldmodel/distributed.py``): ``batch_size`` is
+the GLOBAL batch. Every rank draws the same global clips and masks from the same generator and
+trains on its 1/N rows; gradients are averaged over ranks, so the run follows the one-process
+run up to float reduction order (the world size may change on resume). Rank 0 alone writes
+``train_state.pt``, the logs, TensorBoard and ``encoder.pt``; the diagnostics use the global batch.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ from torch import Tensor
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.checks import ConfigError, first_nonfinite
 from wmplan.io import remove_stale_temps
+from wmplan.worldmodel import distributed as ddp
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import dataset_fingerprint
 from wmplan.worldmodel.masks import MaskSpec, sample_masks
@@ -74,6 +82,7 @@ def validate_settings(cfg: DictConfig) -> None:
         rules.update({f"masks.{i}.num_blocks": _INT1, **{f"masks.{i}.scale.{j}": {"low": 0, "low_open": True, "high": 1}
                       for j in (0, 1)}, **{f"masks.{i}.aspect_ratio.{j}": {"low": 0, "low_open": True} for j in (0, 1)}})
     check_settings(cfg, rules, where)
+    ddp.per_rank_batch(int(cfg.batch_size), ddp.DistInfo(world_size=ddp.env_world_size()), where)
 
 
 class ClipSampler:
@@ -139,13 +148,21 @@ def diagnostics(model: VJEPA, clip: Tensor) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run (or resume) pretraining; returns the encoder file's meta."""
+    """Run (or resume) pretraining; returns the encoder file's meta (every rank). Joins the
+    torchrun process group when ``WORLD_SIZE`` > 1."""
     validate_settings(cfg)
+    return ddp.launch(_train, cfg, resolve_device(cfg.device))
+
+
+def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
+    main = info.is_main
+    if not main:  # rank 0 alone reports (the other ranks still raise their errors)
+        log.setLevel(logging.WARNING)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in remove_stale_temps(out):
-        log.info("removed %s (a temp file of a killed run)", tmp)
-    device = resolve_device(cfg.device)
+    if main:
+        for tmp in remove_stale_temps(out):
+            log.info("removed %s (a temp file of a killed run)", tmp)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))  # 1 is much faster on a CPU shared with other jobs
     seed_everything(cfg.seed)
@@ -178,7 +195,7 @@ def train(cfg: DictConfig) -> dict:
         train_ids = list(st["train_ids"])  # fixed at the first run
     else:
         train_ids, _ = ds.split(cfg.val_fraction, cfg.split_seed)
-    frames = [ds.load_episode(i).frames for i in ProgressBar(train_ids, desc="loading episodes")]
+    frames = [ds.load_episode(i).frames for i in ProgressBar(train_ids, desc="loading episodes", disable=not main)]
     if frames[0].shape[1:3] != (vit_cfg.img_size, vit_cfg.img_size):
         raise ValueError(f"dataset frames are {frames[0].shape[1:3]}, encoder.img_size={vit_cfg.img_size}")
     sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet, train_ids)
@@ -189,7 +206,8 @@ def train(cfg: DictConfig) -> dict:
     model = VJEPA(vit_cfg, p.dim, p.depth, p.num_heads).to(device)
     opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     specs = [MaskSpec(m.num_blocks, tuple(m.scale), tuple(m.aspect_ratio)) for m in cfg.masks]
-    gen = torch.Generator().manual_seed(cfg.seed)  # clips + masks, on CPU: device-independent
+    gen = torch.Generator().manual_seed(cfg.seed)  # clips + masks, on CPU: device-independent, same on every rank
+    rows = ddp.shard_slice(int(cfg.batch_size), info)  # this rank's rows of the global batch
     entries: list[dict] = []
     step = 0
 
@@ -202,16 +220,18 @@ def train(cfg: DictConfig) -> dict:
         log.info("resuming from step %d (%s)", step, state_path)
 
     def save_state() -> None:
+        if not main:
+            return
         atomic_save({
-            "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "model": model.state_dict(),
+            "world_size": info.world_size, "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "model": model.state_dict(),
             "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
             "encoder_config": vit_cfg.to_dict(), "run_keys": run_keys, "dataset_fingerprint": fingerprint,
             "train_ids": train_ids, "log": entries,
         }, state_path)
 
     grid = (cfg.num_frames // vit_cfg.tubelet, *model.encoder.grid)
-    tb = TensorBoardLog(out / "tb", cfg.tensorboard, purge_step=step + 1 if step else None)
-    bar = ProgressBar(None, total=cfg.steps, desc="pretrain", initial=step)
+    tb = TensorBoardLog(out / "tb", cfg.tensorboard and main, purge_step=step + 1 if step else None)
+    bar = ProgressBar(None, total=cfg.steps, desc="pretrain", initial=step, disable=not main)
     loss_sum, loss_n, t0 = 0.0, 0, time.time()
     hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
             f"written every ckpt_every={cfg.ckpt_every} steps.")
@@ -220,12 +240,15 @@ def train(cfg: DictConfig) -> dict:
         lr = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = lr
-        clip = sampler.sample(cfg.batch_size, cfg.static_prob, gen)
-        x = model.encoder.frames_to_input(clip)
+        clip = sampler.sample(cfg.batch_size, cfg.static_prob, gen)  # the global batch (diagnostics use it)
+        x = model.encoder.frames_to_input(clip[rows])
         masks = [sample_masks(cfg.batch_size, *grid, spec, gen) for spec in specs]
-        loss = model.loss(x, [m[0] for m in masks], [m[1] for m in masks])
+        loss = model.loss(x, [m[0][rows] for m in masks], [m[1][rows] for m in masks])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if info.enabled:  # the global-batch gradient and loss on every rank
+            ddp.all_reduce_grads(model, info)
+            loss = ddp.all_reduce_mean(loss.detach().clone(), info)
         guard = {"loss": loss}
         if cfg.grad_clip:
             guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -237,7 +260,7 @@ def train(cfg: DictConfig) -> dict:
         loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
         bar.update(1, loss=loss.item())
 
-        if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+        if main and ((cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps):
             diag = diagnostics(model, clip)
             check_step_finite({k: torch.tensor(v) for k, v in diag.items()}, step, sampler.last_episode_ids,
                               "pretrain_encoder", hint, after_update=True)
@@ -260,14 +283,17 @@ def train(cfg: DictConfig) -> dict:
     tb.close()
 
     save_state()  # so a rerun with a larger `steps` continues from here
-    write_jsonl(out / "log.jsonl", entries)  # the log lives in train_state.pt: a torn log.jsonl is rewritten whole
+    if main:
+        write_jsonl(out / "log.jsonl", entries)  # the log lives in train_state.pt: a torn log.jsonl is rewritten whole
     final_loss = entries[-1]["loss"] if entries else float("nan")
     meta = {"seed": int(cfg.seed), "steps": int(step), "data_dir": str(Path(cfg.data_dir).resolve()),
             "final_loss": float(final_loss), "num_frames": int(cfg.num_frames),
             "env_id": str(ds.meta.get("env_id", "")), "dataset_sha256": fingerprint["sha256"],
-            "train_episode_ids": train_ids}
-    save_encoder(model.target_encoder, out / "encoder.pt", meta)
-    log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
+            "train_episode_ids": train_ids, "world_size": info.world_size}
+    if main:
+        save_encoder(model.target_encoder, out / "encoder.pt", meta)
+        log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
+    ddp.barrier(info)
     return meta
 
 

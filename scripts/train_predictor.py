@@ -169,12 +169,7 @@ def train(cfg: DictConfig) -> dict:
     """Run (or resume) training; returns the final metrics dict (rank 0; other ranks get
     ``{"rank", "world_size"}``). Joins the torchrun process group when ``WORLD_SIZE`` > 1."""
     validate_settings(cfg)
-    device = resolve_device(cfg.device)
-    info = ddp.init(device)
-    try:
-        return _train(cfg, ddp.local_device(device, info), info)
-    finally:
-        ddp.teardown()
+    return ddp.launch(_train, cfg, resolve_device(cfg.device))
 
 
 def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:

@@ -26,9 +26,9 @@ import torch
 from wmplan.checks import ConfigError
 
 try:  # the module objects pytest imported (tests/ has no __init__.py)
-    from test_training_reliability import PRED, REPO, data, predictor_cfg, script  # noqa: F401 (data: fixture)
+    from test_training_reliability import PRE, PRED, REPO, data, predictor_cfg, pretrain_cfg, script  # noqa: F401
 except ImportError:
-    from tests.test_training_reliability import PRED, REPO, data, predictor_cfg, script  # noqa: F401
+    from tests.test_training_reliability import PRE, PRED, REPO, data, predictor_cfg, pretrain_cfg, script  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = ["steps=40", "ckpt_every=4"]
@@ -112,3 +112,22 @@ def test_global_batch_must_divide_among_ranks(data, monkeypatch):
     with pytest.raises(ConfigError, match=r"'batch_size' 6 \(the global batch\) is not divisible by the world size 4"):
         script("train_predictor").train(predictor_cfg(data, "batch_size=6"))
     assert not (data / "run").exists()
+
+
+def test_torchrun_pretraining_matches_one_process(data, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    steps = ["steps=8", "ckpt_every=4"]
+    script("pretrain_encoder").train(pretrain_cfg(data, *steps))
+    out = data / "pre2"
+    cmd = [*TORCHRUN, str(REPO / "scripts" / "pretrain_encoder.py"), f"data_dir={data / 'ds'}", f"out_dir={out}",
+           *PRE, *steps]
+    p = subprocess.run(cmd, cwd=data, env=_env(), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    a, b = ([json.loads(ln) for ln in (d / "log.jsonl").read_text().splitlines()] for d in (data / "pre", out))
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 9))
+    assert max(abs(x["loss"] - y["loss"]) / x["loss"] for x, y in zip(a, b)) < 1e-5
+    wa, wb = (torch.load(d / "encoder.pt", weights_only=True)["state_dict"] for d in (data / "pre", out))
+    fa, fb = (torch.cat([w[k].flatten().float() for k in wa]) for w in (wa, wb))
+    assert float((fa - fb).norm() / fa.norm()) < 1e-4
+    assert torch.load(out / "train_state.pt", weights_only=True)["world_size"] == 2
+    assert torch.load(out / "encoder.pt", weights_only=True)["meta"]["world_size"] == 2

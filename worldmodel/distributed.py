@@ -13,7 +13,9 @@ union of the ranks' windows is the single-process batch, and averaging the ranks
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -57,6 +59,19 @@ def init(device: torch.device) -> DistInfo:
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend, rank=rank, world_size=ws)
     return DistInfo(rank, ws, local)
+
+
+R = TypeVar("R")
+
+
+def launch(train_fn: Callable[[Any, torch.device, DistInfo], R], cfg: Any, device: torch.device) -> R:
+    """Join the process group (under torchrun), run ``train_fn(cfg, this rank's device, info)``
+    and leave the group, also when it raises."""
+    info = init(device)
+    try:
+        return train_fn(cfg, local_device(device, info), info)
+    finally:
+        teardown()
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
