@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from ..checks import ConfigError, check_choice, check_number
-from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike
+from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike, row_chunks
 from .constraints import box_centre, project_actions
 from .energies import GoalEnergy
 from .validation import check_plan_inputs, check_plan_output
 
 __all__ = [
     "Goal", "PlanContext", "PlanResult", "Rollout", "TeacherForcedModel", "WorldModelLike",
-    "PlannerConfig", "Planner", "PlanSetup", "BestSoFar", "GeneratorArg",
+    "PlannerConfig", "Planner", "PlanSetup", "BestSoFar", "GeneratorArg", "row_bytes", "slice_context",
     "box_centre", "half_range", "shift_actions", "make_noise", "make_uniform", "action_bounds",
     "gather_rows", "argmin_rows", "to_plain", "dataclass_from_dict", "check_number", "check_choice", "ConfigError",
 ]
@@ -42,6 +42,10 @@ class PlannerConfig:
     constraint: str = "box"  # "box" | "l1" (L1 ball around the box centre, then box)
     l1_radius: float = 1.0
     l1_group: int = 0  # L1 ball per chunk of this many action dims (0 = whole action vector)
+    # Score the B*S candidate rows in chunks so one rollout + energy call stays within this many
+    # MiB (bytes per row from the world model's ``rollout_bytes_per_row``, see ``rows_per_call``).
+    # None: one call for all rows (the default; plans are unchanged either way, up to float rounding).
+    memory_budget_mb: float | None = None
 
     def validate(self, where: str) -> None:
         """Raise ConfigError naming the first option out of range (subclasses extend this)."""
@@ -50,6 +54,8 @@ class PlannerConfig:
         check_choice(self.constraint, "constraint", ("box", "l1"), where)
         check_number(self.l1_radius, "l1_radius", where, low=0, low_open=True)
         check_number(self.l1_group, "l1_group", where, low=0, integer=True)
+        if self.memory_budget_mb is not None:
+            check_number(self.memory_budget_mb, "memory_budget_mb", where, low=0, low_open=True)
 
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
@@ -235,10 +241,53 @@ class Planner(ABC):
     def _evaluate(
         self, world_model: WorldModelLike, context: PlanContext, goal_rows: Goal, cand: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Score candidates [B,S,H,A] in one rollout of B*S rows -> (total [B,S], {term: [B,S]})."""
+        """Score candidates [B,S,H,A] -> (total [B,S], {term: [B,S]}): one rollout of B*S rows,
+        or, with ``config.memory_budget_mb``, chunks of whole envs or part of one env
+        (``row_chunks``), each with its slice of the context and its own goal rows."""
         b, s = cand.shape[:2]
-        total, terms = self._energy(world_model, context, goal_rows, cand.reshape(b * s, *cand.shape[2:]))
+        flat = cand.reshape(b * s, *cand.shape[2:])
+        rows = self.rows_per_call(world_model, context, cand.shape[2])
+        if rows >= b * s:
+            total, terms = self._energy(world_model, context, goal_rows, flat)
+        else:
+            totals, parts = [], {}
+            for b0, b1, r0, r1 in row_chunks(b, s, rows):
+                t, tm = self._energy(world_model, slice_context(context, b0, b1), goal_rows.rows(r0, r1), flat[r0:r1])
+                totals.append(t)
+                for k, v in tm.items():
+                    parts.setdefault(k, []).append(v)
+            total, terms = torch.cat(totals), {k: torch.cat(v) for k, v in parts.items()}
         return total.reshape(b, s), {k: v.reshape(b, s) for k, v in terms.items()}
+
+    def rows_per_call(self, world_model: WorldModelLike, context: PlanContext, horizon: int) -> int:
+        """Most rollout rows one ``_evaluate`` call may score at once (a huge number without a budget).
+
+        bytes/row = the world model's ``rollout_bytes_per_row(horizon, context_len)`` (optional,
+        read with ``getattr``; without it, the [H,N,D] fp32 output and its copy) + what scoring a
+        row holds (the fp32 rollout and one [H,N,D] temporary of the energy, the goal row).
+        The world model's per-call part (``rollout_bytes_fixed``, optional, 0 without it) comes
+        off the budget first. A budget below one row still scores one row per call.
+        """
+        if self.config.memory_budget_mb is None:
+            return 1 << 62
+        fixed = getattr(world_model, "rollout_bytes_fixed", None)
+        free = self.config.memory_budget_mb * 2**20 - (0 if fixed is None else int(fixed(horizon, context.latents.shape[1])))
+        return max(1, int(free // row_bytes(world_model, context, horizon)))
+
+
+def row_bytes(world_model: WorldModelLike, context: PlanContext, horizon: int) -> int:
+    """Estimated peak bytes one rollout row costs a planner: world model + energy (see ``rows_per_call``)."""
+    n, d = context.latents.shape[-2:]
+    out = 4 * horizon * n * d  # one fp32 [H,N,D]
+    estimate = getattr(world_model, "rollout_bytes_per_row", None)
+    model = int(estimate(horizon, context.latents.shape[1])) if estimate is not None else 2 * out
+    return model + 2 * out + 4 * n * d
+
+
+def slice_context(context: PlanContext, b0: int, b1: int) -> PlanContext:
+    """Envs ``b0:b1`` of a context (views)."""
+    cut = lambda x: None if x is None else x[b0:b1]  # noqa: E731
+    return PlanContext(context.latents[b0:b1], cut(context.proprio), cut(context.actions))
 
 
 # ---------------------------------------------------------------------- free helpers

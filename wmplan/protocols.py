@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["Rollout", "PlanContext", "Goal", "PlanResult", "EncoderLike", "WorldModelLike", "TeacherForcedModel"]
+__all__ = ["Rollout", "PlanContext", "Goal", "GoalRows", "row_chunks", "PlanResult", "EncoderLike", "WorldModelLike", "TeacherForcedModel"]
 
 
 @dataclass
@@ -57,15 +57,80 @@ class Goal:
     proprio: Tensor | None = None
 
     def broadcast(self, samples: int) -> "Goal":
-        """Repeat each env's goal over its ``samples`` rows: [B,...] -> [B*samples,...].
+        """Each env's goal over its ``samples`` rows: [B,...] -> [B*samples,...].
 
-        Rows b*S .. (b+1)*S-1 belong to env b, matching the rollout layout. The copy is
-        [B*S,N,D], small next to the [B*S,H,N,D] rollout it is compared with.
+        Rows b*S .. (b+1)*S-1 belong to env b, matching the rollout layout. One env (B = 1)
+        is a stride-0 ``expand`` view (no copy); otherwise the rows are a :class:`GoalRows`,
+        materialised (``repeat_interleave``, [B*S,N,D]) only when ``latents``/``proprio`` are
+        read, so a planner that scores rows in chunks (``Goal.rows``) never holds the copy.
         """
         if samples == 1:
             return self
-        rep = lambda x: None if x is None else x.repeat_interleave(samples, dim=0)  # noqa: E731
-        return Goal(rep(self.latents), rep(self.proprio))
+        if self.latents.shape[0] == 1:
+            return Goal(_expand_rows(self.latents, samples), None if self.proprio is None else _expand_rows(self.proprio, samples))
+        return GoalRows(self, samples)
+
+    def rows(self, r0: int, r1: int) -> "Goal":
+        """Rows ``r0:r1`` of these goal rows (views)."""
+        return Goal(self.latents[r0:r1], None if self.proprio is None else self.proprio[r0:r1])
+
+
+def _expand_rows(x: Tensor, rows: int) -> Tensor:
+    """[1,...] -> [rows,...] stride-0 view (read-only use: energies never write their goal)."""
+    return x.expand(rows, *x.shape[1:])
+
+
+class GoalRows(Goal):
+    """Goal rows [B*S,...] of a per-env goal [B,...], built lazily (see ``Goal.broadcast``).
+
+    ``latents``/``proprio`` give the full rows (computed once, then kept, exactly the
+    ``repeat_interleave`` copy); ``rows(r0, r1)`` builds only that range: a stride-0 view when
+    it lies inside one env, else a copy of its own rows.
+    """
+
+    def __init__(self, per_env: Goal, samples: int):
+        self.per_env, self.samples = per_env, int(samples)
+        self._full: Goal | None = None
+
+    def _materialised(self) -> Goal:
+        if self._full is None:
+            rep = lambda x: None if x is None else x.repeat_interleave(self.samples, dim=0)  # noqa: E731
+            self._full = Goal(rep(self.per_env.latents), rep(self.per_env.proprio))
+        return self._full
+
+    @property  # type: ignore[override]
+    def latents(self) -> Tensor:
+        return self._materialised().latents
+
+    @property  # type: ignore[override]
+    def proprio(self) -> Tensor | None:
+        return self._materialised().proprio
+
+    def __repr__(self) -> str:
+        return f"GoalRows(per_env latents {tuple(self.per_env.latents.shape)}, samples={self.samples})"
+
+    def rows(self, r0: int, r1: int) -> Goal:
+        if self._full is not None:
+            return self._full.rows(r0, r1)
+        s = self.samples
+        b0, b1 = r0 // s, -(-r1 // s)
+        env = Goal(self.per_env.latents[b0:b1], None if self.per_env.proprio is None else self.per_env.proprio[b0:b1])
+        if b1 - b0 == 1:
+            return Goal(_expand_rows(env.latents, r1 - r0), None if env.proprio is None else _expand_rows(env.proprio, r1 - r0))
+        return GoalRows(env, s)._materialised().rows(r0 - b0 * s, r1 - b0 * s)
+
+
+def row_chunks(B: int, S: int, rows: int) -> list[tuple[int, int, int, int]]:
+    """Split ``B`` contexts x ``S`` samples (rows ``b*S + s``) into chunks of about ``rows`` rows,
+    each either whole contexts or part of one: ``(b0, b1, r0, r1)`` = contexts ``b0:b1``, rows ``r0:r1``.
+    Shared by the planners' memory budget and the predictor's CPU chunking."""
+    rows = max(1, int(rows))
+    if S >= rows:
+        n = -(-S // rows)
+        step = -(-S // n)
+        return [(b, b + 1, b * S + s0, b * S + min(s0 + step, S)) for b in range(B) for s0 in range(0, S, step)]
+    per = rows // S
+    return [(b0, min(b0 + per, B), b0 * S, min(b0 + per, B) * S) for b0 in range(0, B, per)]
 
 
 @dataclass

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..protocols import row_chunks  # noqa: F401  (re-exported: the predictor's CPU chunks)
+
 KV = tuple[Tensor, Tensor]
 
 # ATen's CPU bmm switches to an unblocked loop, several times slower here, for matrix products
@@ -22,17 +24,6 @@ CPU_BMM_MIN_MACS = 400
 # Tokens per step (rows * G) of one CPU rollout chunk: a few thousand keep a chunk's activations
 # cache-resident and out of fresh, page-faulting memory (ACPredictor.rollout).
 CPU_CHUNK_TOKENS = 4096
-
-
-def row_chunks(B: int, S: int, rows: int) -> list[tuple[int, int, int, int]]:
-    """Split ``B`` contexts x ``S`` samples into chunks of about ``rows`` rows, each either whole
-    contexts or part of one: ``(b0, b1, r0, r1)`` = contexts ``b0:b1``, action rows ``r0:r1``."""
-    if S >= rows:
-        n = -(-S // rows)
-        step = -(-S // n)
-        return [(b, b + 1, b * S + s0, b * S + min(s0 + step, S)) for b in range(B) for s0 in range(0, S, step)]
-    per = rows // S
-    return [(b0, min(b0 + per, B), b0 * S, min(b0 + per, B) * S) for b0 in range(0, B, per)]
 
 
 class KVCache:

@@ -464,5 +464,34 @@ class ACPredictor(nn.Module):
                 props.append(None)
         return self._collect(preds, props)
 
+    def rollout_bytes_per_row(self, horizon: int, ctx_len: int = 1, itemsize: int | None = None) -> int:
+        """Estimated peak bytes one action row adds to a cached :meth:`rollout` of ``horizon`` steps
+        (the planners' ``memory_budget_mb`` divides by it; an over- rather than under-estimate).
+
+        With G tokens per step, E width, L blocks, K heads, N x D latents, per row:
+        KV caches ``L * 2 * H*G * E`` (all blocks live for the whole rollout), one block's step
+        activations ``G*E*(11 + 2*mlp_ratio)`` (tokens, qkv, attention outputs, MLP hidden),
+        fp32 attention scores and their exponentials ``2 * heads * G * (H*G + (Tc-1)*G)``,
+        the K head outputs per step ``(K+2)*N*D`` and the stacked outputs ``3*H*N*D``
+        (the per-step list, the stack and its contiguous permute). ``itemsize``: bytes per
+        element of the weights' dtype by default (fp32: 4).
+        """
+        c, G, H = self.config, self.group, int(horizon)
+        it = itemsize or next(self.parameters()).element_size()
+        E, N, D = c.embed_dim, c.tokens_per_frame, c.latent_dim
+        elems = (c.depth * 2 * H * G * E + G * E * (11 + 2 * c.mlp_ratio)
+                 + (c.ensemble + 2) * N * D + 3 * H * N * D + N * D)
+        scores = 4 * 2 * c.num_heads * G * (H * G + max(0, ctx_len - 1) * G)
+        return int(it * elems + scores)
+
+    def rollout_bytes_fixed(self, horizon: int, ctx_len: int = 1, itemsize: int | None = None) -> int:
+        """Estimated peak bytes one cached :meth:`rollout` call needs whatever its rows: one block's
+        per-step RoPE-folded qkv weights and their temporaries, ``~3 * G*E*3E`` (see
+        :meth:`_Attention.step_weights`), plus the RoPE tables ``H*G*dh`` (cos and sin)."""
+        c, G = self.config, self.group
+        it = itemsize or next(self.parameters()).element_size()
+        E = c.embed_dim
+        return int(it * (3 * G * E * 3 * E + 2 * int(horizon) * G * (E // c.num_heads)))
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -233,6 +233,20 @@ class WorldModel(nn.Module):
         )
         return Rollout(out.latents, self.denormalize_proprio(out.proprio), out.disagreement)
 
+    def rollout_bytes_per_row(self, horizon: int, ctx_len: int = 1) -> int:
+        """Estimated peak bytes per action row of :meth:`rollout` (the predictor's estimate, or,
+        for a predictor without one, its fp32 [H,N,D] output twice); used by planners'
+        ``memory_budget_mb``."""
+        estimate = getattr(self.predictor, "rollout_bytes_per_row", None)
+        if estimate is not None:
+            return int(estimate(horizon, ctx_len))
+        return 2 * 4 * int(horizon) * self.predictor.config.tokens_per_frame * self.predictor.config.latent_dim
+
+    def rollout_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int:
+        """Estimated peak bytes of one :meth:`rollout` call independent of its rows (0 if the predictor has no estimate)."""
+        estimate = getattr(self.predictor, "rollout_bytes_fixed", None)
+        return 0 if estimate is None else int(estimate(horizon, ctx_len))
+
     def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Rollout:
         """Teacher-forced one-step predictions (``TeacherForcedModel`` protocol).
 
