@@ -5,6 +5,7 @@ weights, and one dry-run action of every policy in the mix) before anything is c
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,7 +84,7 @@ def collect_episode(
     float32 [T+1,P], states float64 [T+1,S], rewards float32 [T], success bool [T])
     plus ``policy`` (name) and ``episode_id``.
     """
-    key = (env_id, tuple(sorted(env_kwargs.items())))
+    key = (env_id, json.dumps(env_kwargs, sort_keys=True, default=str))  # nested kwargs (gym adapter) too
     if key not in _ENV_CACHE:  # one env per worker process, reused across episodes
         _ENV_CACHE[key] = gym.make(env_id, disable_env_checker=True, **env_kwargs)
     env = _ENV_CACHE[key]
