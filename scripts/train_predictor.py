@@ -16,7 +16,7 @@ resume refuses other data (dataset fingerprint) or other settings (``RESUME_KEYS
 file's sha256 and the predictor config), naming what changed; ``steps`` may grow to continue
 training on the stretched schedule, and the logging/eval/checkpoint cadence, ``eval_steps``,
 ``val_windows``, ``encode_batch_size``, ``device``, ``threads`` and ``tensorboard`` may change
-freely, and so may ``ram_budget_mb`` and the world size (the sampled windows do not depend on
+freely, and so may ``ram_budget_mb``, ``num_workers`` and the world size (the sampled windows do not depend on
 them). The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
 norm stops training naming the step and the batch's episodes; nothing non-finite is saved.
 
@@ -47,7 +47,8 @@ import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.checks import check_choice
 from wmplan.io import remove_stale_temps, write_json
 from wmplan.worldmodel import distributed as ddp
-from wmplan.worldmodel.ac_training import Window, WindowSampler, compute_stats, open_loop_errors, training_losses
+from wmplan.worldmodel.ac_training import (Window, WindowSampler, WindowStream, compute_stats, open_loop_errors,
+                                            training_losses)
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import dataset_fingerprint
 from wmplan.worldmodel.latent_cache import build_latent_cache, file_sha256
@@ -74,7 +75,7 @@ SETTINGS = {"pool_k": {**_INT1, "allow_none": True}, "frameskip": _INT1, "encode
             "val_fraction": {"low": 0, "high": 1, "high_open": True}, "eval_steps": _INT1, "val_windows": _INT1,
             "seed": _INT0, "threads": {**_INT0, "allow_none": True}, "log_every": _INT0, "eval_every": _INT0,
             "ckpt_every": _INT0, "ram_budget_mb": {"low": 0, "low_open": True, "allow_none": True},
-            "vjepa2_num_heads": {**_INT1, "allow_none": True}}
+            "vjepa2_num_heads": {**_INT1, "allow_none": True}, "num_workers": _INT0}
 VJEPA2 = "vjepa2:"  # encoder_path=vjepa2:<official V-JEPA 2 file>
 
 
@@ -241,7 +242,9 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
                              proprio_dim=pdim if use_proprio else None, **pspec)
     model = ACPredictor(pcfg).to(device)
     opt = make_optimizer(model, cfg)
-    train_s = WindowSampler(cache, tpos, fs, cfg.context + cfg.rollout_steps, stats, use_proprio, device)
+    workers = int(cfg.get("num_workers") or 0)  # >0: windows gathered by DataLoader workers, on the CPU
+    train_s = WindowSampler(cache, tpos, fs, cfg.context + cfg.rollout_steps, stats, use_proprio,
+                            torch.device("cpu") if workers else device)
     val_s = WindowSampler(cache, vpos, fs, cfg.eval_steps + 1, stats, use_proprio, device)
     val_windows = val_s.fixed(cfg.val_windows, seed=cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)  # the same on every rank: the same global batch
@@ -273,7 +276,8 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         if not main:
             return
         atomic_save({"world_size": info.world_size, "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "predictor": model.state_dict(),
-                     "optimizer": opt.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                     "optimizer": opt.state_dict(), "generator": stream.generator_state(step),
+                     "torch_rng": torch.get_rng_state(),
                      "run_keys": run_keys, "dataset_fingerprint": fingerprint, "split": split, **model_keys,
                      "elapsed": elapsed}, state_path)
 
@@ -285,11 +289,14 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     losses: dict[str, float] = {}
     hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
             f"written every ckpt_every={cfg.ckpt_every} steps.")
+    stream = WindowStream(train_s, int(cfg.batch_size), gen, start, int(cfg.steps), shard, workers,
+                          pin_memory=workers > 0 and device.type == "cuda")  # this rank's share of each global batch
+    batches = iter(stream)
     for step in range(start, cfg.steps):
+        w = next(batches).to(device)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        w = train_s.sample(cfg.batch_size, gen, shard)  # this rank's share of the global batch
         parts = training_losses(model, w, cfg.context, cfg.rollout_steps, cfg.loss, cfg.rollout_weight, cfg.proprio_weight)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -318,6 +325,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
             save_state(done, elapsed_before + time.time() - t0)
         bar.update(1)
     bar.close()
+    batches.close()  # stops the loader's workers
     run_s = time.time() - t0
     ran = cfg.steps - start
     if not main:

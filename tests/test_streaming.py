@@ -10,6 +10,7 @@ fresh process and measures the peak growth of its private memory (``RssAnon``, p
 3.6-4.0 MiB memory-mapped vs 13.6 MiB with the cache in RAM (the model, optimiser and batches
 take the ~4 MiB; a full copy of the latents would add 12 MiB); asserted < budget + 4 MiB. Pages of
 the map that are read count as file-backed, reclaimable page cache, not as private memory.
+``num_workers`` > 0 gathers the same windows in DataLoader worker processes, a few steps ahead.
 """
 from __future__ import annotations
 
@@ -137,6 +138,31 @@ def test_training_is_the_same_in_ram_and_memory_mapped(data):
     # ram_budget_mb may change on resume (it does not change the windows)
     c = tp.train(predictor_cfg(data, "steps=4", f"out_dir={data / 'mm'}", "ram_budget_mb=1000"))
     assert c["steps"] == 4 and not c["latent_cache_memmapped"]
+
+
+def test_dataloader_workers_give_the_same_training_and_resume_points(data, monkeypatch):
+    """num_workers=2 (forked DataLoader workers gathering from the memory map, a few steps ahead)
+    trains on the same windows, and its resume points hold the generator state of their step."""
+    tp = script("train_predictor")
+    saved: dict[str, list] = {}
+    real_save = tp.atomic_save
+
+    def record(obj, path):
+        if Path(path).name == "train_state.pt":
+            saved.setdefault(Path(path).parent.name, []).append((obj["step"], obj["generator"].clone()))
+        real_save(obj, path)
+
+    monkeypatch.setattr(tp, "atomic_save", record)
+    runs = {}
+    for name, workers in (("w0", 0), ("w2", 2)):
+        runs[name] = tp.train(predictor_cfg(data, "steps=6", "ckpt_every=2", f"out_dir={data / name}",
+                                            "ram_budget_mb=0.001", f"num_workers={workers}"))
+    assert runs["w0"]["final_train_losses"] == runs["w2"]["final_train_losses"]
+    assert [s for s, _ in saved["w0"]] == [s for s, _ in saved["w2"]] == [2, 4, 6]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(saved["w0"], saved["w2"]))
+    logs = [(data / n / "log.jsonl").read_text() for n in ("w0", "w2")]
+    strip = lambda t: [{k: v for k, v in json.loads(ln).items() if k != "time"} for ln in t.splitlines()]  # noqa: E731
+    assert strip(logs[0]) == strip(logs[1])
 
 
 def test_train_predictor_on_official_vjepa2_encoder(data, tmp_path):

@@ -8,10 +8,13 @@ with :func:`~wmplan.worldmodel.latents.standardise`, as ``WorldModel.encode`` do
 """
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from .latent_cache import LatentCache
 from .latents import standardise
@@ -37,6 +40,11 @@ class Window:
     actions: Tensor
     proprio: Tensor | None
     episode_ids: Tensor | None = None
+
+    def to(self, device: torch.device) -> "Window":
+        """The same windows on ``device`` (``non_blocking`` copies; pinned by a CUDA loader)."""
+        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Window(mv(self.latents), mv(self.actions), mv(self.proprio), mv(self.episode_ids))
 
 
 @dataclass
@@ -181,6 +189,62 @@ class WindowSampler:
         g = torch.Generator().manual_seed(seed)
         idx = torch.randperm(len(self), generator=g)[:n].to(self.device)
         return self.gather(idx)
+
+
+class _WindowsByIndex(Dataset):
+    """Map-style view of a sampler for a DataLoader: key = window indices ``[B]`` -> Window."""
+
+    def __init__(self, sampler: WindowSampler):
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getitem__(self, idx: Tensor) -> Window:
+        return self.sampler.gather(idx)
+
+
+class WindowStream:
+    """The training batches of steps ``start .. stop-1``, in order, drawn as
+    :meth:`WindowSampler.sample` draws them (same generator stream, same windows).
+
+    ``num_workers=0`` gathers in the loop (today's behaviour); ``num_workers > 0`` gathers in
+    DataLoader worker processes (from a memory-mapped cache too: the map is shared with the
+    forked workers), a few steps ahead, while the window indices are still drawn here in the main
+    process. ``sampler.device`` must then be the CPU; move batches with :meth:`Window.to`.
+    :meth:`generator_state` gives the generator state at a step boundary for resume points
+    (the loader may have drawn ahead of it).
+    """
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, generator: torch.Generator, start: int, stop: int,
+                 shard: slice | None = None, num_workers: int = 0, pin_memory: bool = False):
+        if num_workers and sampler.device.type != "cpu":
+            raise ValueError(f"WindowStream: worker processes gather on the CPU; the sampler is on {sampler.device}")
+        self.sampler, self.batch_size, self.gen, self.shard = sampler, batch_size, generator, shard
+        self.start, self.stop, self.num_workers, self.pin_memory = start, stop, num_workers, pin_memory
+        self._states: dict[int, torch.Tensor] = {}  # step -> generator state before drawing its indices
+
+    def _keys(self) -> Iterator[Tensor]:
+        for step in range(self.start, self.stop):
+            self._states[step] = self.gen.get_state()
+            idx = torch.randint(len(self.sampler), (self.batch_size,), generator=self.gen)
+            yield idx if self.shard is None else idx[self.shard]
+
+    def __iter__(self) -> Iterator[Window]:
+        if not self.num_workers:
+            for idx in self._keys():
+                yield self.sampler.gather(idx.to(self.sampler.device))
+            return
+        loader = DataLoader(_WindowsByIndex(self.sampler), batch_size=None, sampler=self._keys(),
+                            num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            multiprocessing_context="fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+        yield from loader
+
+    def generator_state(self, step: int) -> torch.Tensor:
+        """The generator state after the draws of steps ``< step`` (what a resume at ``step`` needs)."""
+        for k in [k for k in self._states if k < step]:
+            del self._states[k]
+        return self._states.get(step, self.gen.get_state())
 
 
 def distance(pred: Tensor, target: Tensor, kind: str) -> Tensor:
