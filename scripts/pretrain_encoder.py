@@ -12,9 +12,14 @@ so resuming with a larger ``steps`` continues on the stretched schedule.
 Reliability: settings are checked before any work (ConfigError naming field and value). A
 resume refuses other data (dataset fingerprint) or any change of ``RESUME_KEYS`` (data_dir,
 seeds, optimisation, clips, masks, model), naming what changed; ``steps`` may grow, and
-``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard`` and the world size may change. The train
+``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard``, ``ram_budget_mb`` and the world
+size may change. The train
 episodes of the first run are recorded and reused. A NaN/inf loss or gradient norm stops
 training naming the step and the batch's episodes; nothing non-finite is saved.
+
+``ram_budget_mb`` (null = all training frames in RAM): the frames are decoded episode by episode
+into ``out_dir/frames.bin`` (uint8 ``[F, H, W, 3]``, rewritten each run, removed at the end) and
+memory-mapped when they exceed the budget; clips are gathered from the map.
 
 Distributed (``torchrun``, ``WORLD_SIZE`` > 1; ``worldmodel/distributed.py``): ``batch_size`` is
 the GLOBAL batch. Every rank draws the same global clips and masks from the same generator and
@@ -37,10 +42,11 @@ from torch import Tensor
 
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from wmplan.checks import ConfigError, first_nonfinite
-from wmplan.io import remove_stale_temps
+from wmplan.io import atomic_write_bytes, remove_stale_temps
 from wmplan.worldmodel import distributed as ddp
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import dataset_fingerprint
+from wmplan.worldmodel.latent_cache import open_raw
 from wmplan.worldmodel.masks import MaskSpec, sample_masks
 from wmplan.worldmodel.registry import save_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
@@ -63,7 +69,9 @@ SETTINGS = {"steps": _INT1, "batch_size": _INT1, "num_frames": _INT1, "static_pr
             "warmup_steps": _INT0, "grad_clip": {"low": 0, "allow_none": True},
             "val_fraction": {"low": 0, "high": 1, "high_open": True}, "split_seed": _INT0, "seed": _INT0,
             "threads": {**_INT0, "allow_none": True}, "log_every": _INT0, "ckpt_every": _INT0,
-            "jepa_predictor.dim": _INT1, "jepa_predictor.depth": _INT1, "jepa_predictor.num_heads": _INT1}
+            "jepa_predictor.dim": _INT1, "jepa_predictor.depth": _INT1, "jepa_predictor.num_heads": _INT1,
+            "ram_budget_mb": {"low": 0, "low_open": True, "allow_none": True}}
+FRAMES_FILE = "frames.bin"  # ram_budget_mb set: the training frames, raw uint8 [F, H, W, 3]
 
 
 def validate_settings(cfg: DictConfig) -> None:
@@ -85,26 +93,53 @@ def validate_settings(cfg: DictConfig) -> None:
     ddp.per_rank_batch(int(cfg.batch_size), ddp.DistInfo(world_size=ddp.env_world_size()), where)
 
 
+def load_frames(ds: EpisodeDataset, ids: list[int], out: Path, ram_budget_mb: float | None, info: ddp.DistInfo
+                ) -> tuple[Tensor, list[int], bool]:
+    """The frames of episodes ``ids``, concatenated: ``(uint8 [F, H, W, 3], frames per episode,
+    memmapped)``. ``ram_budget_mb=None`` holds them in RAM; otherwise rank 0 decodes them episode
+    by episode into ``out/FRAMES_FILE`` and every rank reads it into RAM when it fits the budget,
+    or memory-maps it."""
+    if ram_budget_mb is None:
+        frames = [ds.load_episode(i).frames for i in ProgressBar(ids, desc="loading episodes", disable=not info.is_main)]
+        return torch.from_numpy(np.concatenate(frames)), [f.shape[0] for f in frames], False
+    lengths: list[int] = []
+    frame_shape: list[tuple[int, ...]] = [()]
+
+    def write(f) -> None:
+        for i in ProgressBar(ids, desc="decoding episodes to disk", disable=not info.is_main):
+            fr = ds.load_episode(i).frames  # [T+1, H, W, 3]
+            lengths.append(int(fr.shape[0]))
+            frame_shape[0] = tuple(fr.shape[1:])
+            f.write(np.ascontiguousarray(fr, dtype=np.uint8).tobytes())
+
+    if info.is_main:
+        atomic_write_bytes(out / FRAMES_FILE, write)
+    lengths, shape = ddp.broadcast_object((lengths, frame_shape[0]), info)
+    ddp.barrier(info)
+    frames, memmapped = open_raw(out / FRAMES_FILE, (sum(lengths), *shape), np.uint8, ram_budget_mb)
+    return frames, lengths, memmapped
+
+
 class ClipSampler:
-    """All training frames in memory (uint8) and random clips of consecutive frames.
+    """Random clips of consecutive frames of the training frames (uint8, in RAM or memory-mapped).
 
     Args:
-        episodes: list of uint8 ``[T_i+1, H, W, 3]`` frame arrays.
+        frames: uint8 ``[F, H, W, 3]``, the episodes' frames concatenated; lengths: frames per episode.
         num_frames: clip length; tubelet: frames per tubelet (for static clips).
-        episode_ids: the dataset ids of ``episodes`` (default 0..n-1); after :meth:`sample`,
+        episode_ids: the dataset ids of the episodes (default 0..n-1); after :meth:`sample`,
             ``last_episode_ids [B]`` says which episode each clip came from (errors name them).
     """
 
-    def __init__(self, episodes: list[np.ndarray], num_frames: int, tubelet: int,
+    def __init__(self, frames: Tensor, lengths: list[int], num_frames: int, tubelet: int,
                  episode_ids: list[int] | None = None):
-        self.frames = torch.from_numpy(np.concatenate(episodes))  # [F, H, W, 3]
-        ids = list(range(len(episodes))) if episode_ids is None else list(episode_ids)
+        self.frames = frames  # [F, H, W, 3]
+        ids = list(range(len(lengths))) if episode_ids is None else list(episode_ids)
         starts, start_ids, off = [], [], 0
-        for i, ep in zip(ids, episodes):
-            n = ep.shape[0] - num_frames + 1  # valid clip starts stay inside the episode
+        for i, length in zip(ids, lengths):
+            n = length - num_frames + 1  # valid clip starts stay inside the episode
             starts.append(torch.arange(off, off + max(n, 0)))
             start_ids.append(torch.full((max(n, 0),), int(i)))
-            off += ep.shape[0]
+            off += length
         self.starts = torch.cat(starts)
         self.start_ids = torch.cat(start_ids)
         self.last_episode_ids: Tensor | None = None
@@ -195,12 +230,12 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         train_ids = list(st["train_ids"])  # fixed at the first run
     else:
         train_ids, _ = ds.split(cfg.val_fraction, cfg.split_seed)
-    frames = [ds.load_episode(i).frames for i in ProgressBar(train_ids, desc="loading episodes", disable=not main)]
-    if frames[0].shape[1:3] != (vit_cfg.img_size, vit_cfg.img_size):
-        raise ValueError(f"dataset frames are {frames[0].shape[1:3]}, encoder.img_size={vit_cfg.img_size}")
-    sampler = ClipSampler(frames, cfg.num_frames, vit_cfg.tubelet, train_ids)
-    del frames  # the sampler holds one concatenated copy
-    log.info("data: %d train episodes, %d frames, %d clip starts", len(train_ids), len(sampler.frames), len(sampler.starts))
+    frames, lengths, memmapped = load_frames(ds, train_ids, out, cfg.get("ram_budget_mb"), info)
+    if tuple(frames.shape[1:3]) != (vit_cfg.img_size, vit_cfg.img_size):
+        raise ValueError(f"dataset frames are {tuple(frames.shape[1:3])}, encoder.img_size={vit_cfg.img_size}")
+    sampler = ClipSampler(frames, lengths, cfg.num_frames, vit_cfg.tubelet, train_ids)
+    log.info("data: %d train episodes, %d frames (%.1f MiB%s), %d clip starts", len(train_ids), len(frames),
+             frames.numel() / 2**20, ", memory-mapped" if memmapped else "", len(sampler.starts))
 
     p = cfg.jepa_predictor
     model = VJEPA(vit_cfg, p.dim, p.depth, p.num_heads).to(device)
@@ -289,11 +324,13 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     meta = {"seed": int(cfg.seed), "steps": int(step), "data_dir": str(Path(cfg.data_dir).resolve()),
             "final_loss": float(final_loss), "num_frames": int(cfg.num_frames),
             "env_id": str(ds.meta.get("env_id", "")), "dataset_sha256": fingerprint["sha256"],
-            "train_episode_ids": train_ids, "world_size": info.world_size}
+            "train_episode_ids": train_ids, "world_size": info.world_size, "frames_memmapped": memmapped}
     if main:
         save_encoder(model.target_encoder, out / "encoder.pt", meta)
         log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
     ddp.barrier(info)
+    if main:
+        (out / FRAMES_FILE).unlink(missing_ok=True)  # rebuilt by every run (open maps keep their pages)
     return meta
 
 

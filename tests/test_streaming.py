@@ -11,6 +11,7 @@ fresh process and measures the peak growth of its private memory (``RssAnon``, p
 take the ~4 MiB; a full copy of the latents would add 12 MiB); asserted < budget + 4 MiB. Pages of
 the map that are read count as file-backed, reclaimable page cache, not as private memory.
 ``num_workers`` > 0 gathers the same windows in DataLoader worker processes, a few steps ahead.
+Encoder pretraining takes ``ram_budget_mb`` too: its frames are decoded to disk and memory-mapped.
 """
 from __future__ import annotations
 
@@ -30,10 +31,10 @@ from wmplan.worldmodel.utils import CheckpointError
 from wmplan.worldmodel.world_model import WorldModel
 
 try:  # the module objects pytest imported (tests/ has no __init__.py)
-    from test_training_reliability import data, predictor_cfg, script  # noqa: F401 (data: fixture)
+    from test_training_reliability import data, predictor_cfg, pretrain_cfg, script  # noqa: F401 (data: fixture)
     from test_world_model import random_frames, tiny_encoder
 except ImportError:
-    from tests.test_training_reliability import data, predictor_cfg, script  # noqa: F401
+    from tests.test_training_reliability import data, predictor_cfg, pretrain_cfg, script  # noqa: F401
     from tests.test_world_model import random_frames, tiny_encoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,6 +164,16 @@ def test_dataloader_workers_give_the_same_training_and_resume_points(data, monke
     logs = [(data / n / "log.jsonl").read_text() for n in ("w0", "w2")]
     strip = lambda t: [{k: v for k, v in json.loads(ln).items() if k != "time"} for ln in t.splitlines()]  # noqa: E731
     assert strip(logs[0]) == strip(logs[1])
+
+
+def test_pretraining_on_memory_mapped_frames_is_the_same(data):
+    pe = script("pretrain_encoder")
+    a = pe.train(pretrain_cfg(data, "steps=3", f"out_dir={data / 'ram'}"))
+    b = pe.train(pretrain_cfg(data, "steps=3", f"out_dir={data / 'mm'}", "ram_budget_mb=0.001"))
+    assert b["frames_memmapped"] and not a["frames_memmapped"] and a["final_loss"] == b["final_loss"]
+    wa, wb = (torch.load(data / d / "encoder.pt", weights_only=True)["state_dict"] for d in ("ram", "mm"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not (data / "mm" / "frames.bin").exists()  # the decoded frames are removed at the end
 
 
 def test_train_predictor_on_official_vjepa2_encoder(data, tmp_path):

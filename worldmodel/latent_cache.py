@@ -154,15 +154,18 @@ def _open_latents(folder: Path, d: dict, ram_budget_mb: float | None) -> tuple[T
     if problem is not None:
         raise CheckpointError(f"latent cache in {folder}: {problem}")
     shape, dt = _latents_spec(d)
-    f = folder / str(d["latents_file"])
-    nbytes = int(np.prod(shape)) * np.dtype(_DTYPES[dt][1]).itemsize
-    if ram_budget_mb is None or nbytes <= ram_budget_mb * 2**20:
-        arr = np.fromfile(f, dtype=_DTYPES[dt][1]).reshape(shape)
-        return torch.from_numpy(arr), False
-    if nbytes == 0:
-        return torch.zeros(shape, dtype=_DTYPES[dt][0]), False
-    mm = np.memmap(f, dtype=_DTYPES[dt][1], mode="c", shape=shape)  # "c": writable view, never flushed
-    return torch.from_numpy(mm), True
+    return open_raw(folder / str(d["latents_file"]), shape, _DTYPES[dt][1], ram_budget_mb)
+
+
+def open_raw(path: str | Path, shape: tuple[int, ...], dtype: np.dtype | type, ram_budget_mb: float | None
+             ) -> tuple[Tensor, bool]:
+    """A raw C-order array file of ``shape``/``dtype`` as a tensor: read into RAM when its bytes
+    fit ``ram_budget_mb`` (or it is None), else a copy-on-write memory map (pages are read on
+    access; nothing is ever written back). Returns ``(tensor, memmapped)``."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if ram_budget_mb is None or nbytes <= ram_budget_mb * 2**20 or nbytes == 0:
+        return torch.from_numpy(np.fromfile(path, dtype=dtype).reshape(shape)), False
+    return torch.from_numpy(np.memmap(path, dtype=dtype, mode="c", shape=tuple(shape))), True
 
 
 def _stale_reason(d: dict, sha: str, pool_k: int | None, ds: EpisodeDataset, dtype: torch.dtype,
