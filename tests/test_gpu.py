@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_world_model import tiny_world_model
+from test_world_model import tiny_world_model  # the module pytest imported (tests. would run it twice)
 from wmplan.planners import Goal, PlanContext, build_planner
 from wmplan.worldmodel.kv_cache import attend_cached
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.test_world_model import tiny_world_model
+from test_world_model import tiny_world_model  # the module pytest imported (tests. would run it twice)
 from wmplan.checks import ConfigError
 from wmplan.planners import Goal, PlanContext, build_planner
 from wmplan.planners.analytic import LinearLatentWorldModel
