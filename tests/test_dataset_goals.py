@@ -110,3 +110,25 @@ def test_plan_runs_dataset_goals(tmp_path):
     assert 0.0 <= s["success_rate"] <= 1.0 and s["episodes"] == 2
     rows = [json.loads(x) for x in (out / "episodes.jsonl").read_text().splitlines()]
     assert all(row["steps"] <= 8 for row in rows)
+
+
+def test_make_goal_set_draws_start_steps_and_pairs_recorded_states(tmp_path):
+    from scripts.make_goal_set import make_goal_set
+    from wmplan.worldmodel.data import EpisodeDataset
+
+    env = {**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "scripts/collect.py", "env=point_maze", "episodes=3", "episode_length=12",
+                    "workers=1", "env.kwargs.image_size=16", f"out_dir={tmp_path}/ds"], cwd=ROOT, env=env,
+                   check=True, capture_output=True, timeout=120)
+    ds = EpisodeDataset(tmp_path / "ds")
+    gs = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3)
+    assert list(gs["episode_ids"]) == [0, 1, 2] and all(0 <= t <= 12 - 5 for t in gs["start_steps"])
+    for e, t0 in zip(gs["episode_ids"], gs["start_steps"]):
+        states = ds.load_episode(int(e)).states
+        np.testing.assert_array_equal(gs["start_states"][e], states[t0])
+        np.testing.assert_array_equal(gs["goal_states"][e], states[t0 + 5])
+    again = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3)
+    np.testing.assert_array_equal(again["start_steps"], gs["start_steps"])  # the seed makes it repeatable
+    assert list(make_goal_set(str(tmp_path / "ds"), offset=5, start_step=2)["start_steps"]) == [2, 2, 2]
+    with pytest.raises(ConfigError, match="fewer than start step \\+ offset = 13"):
+        make_goal_set(str(tmp_path / "ds"), offset=13, start_step=0)
