@@ -17,8 +17,17 @@ file's sha256 and the predictor config), naming what changed; ``steps`` may grow
 training on the stretched schedule, and the logging/eval/checkpoint cadence, ``eval_steps``,
 ``val_windows``, ``encode_batch_size``, ``device``, ``threads`` and ``tensorboard`` may change
 freely, and so may ``ram_budget_mb``, ``num_workers`` and the world size (the sampled windows do not depend on
-them). The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
+them), and ``amp``, ``compile`` and ``finite_check`` (see below). The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
 norm stops training naming the step and the batch's episodes; nothing non-finite is saved.
+
+Precision and speed (``worldmodel/train_loop.py``): ``amp=true`` runs the forward pass and loss under bf16
+autocast (CPU or CUDA); weights, gradients, optimizer state, loss reduction and evaluation stay fp32.
+``compile=true`` runs the loss function (teacher forcing + rollout) through ``torch.compile``. On CUDA,
+TF32 matmuls are allowed during training. ``finite_check``: ``step`` checks every step before the update
+(one host sync a step), ``deferred`` keeps the checks on the device and runs them at log/eval/checkpoint
+boundaries and before every save, naming the first non-finite step; ``auto`` = step on CPU, deferred on
+CUDA. ``amp`` may change on resume like ``device`` may: the resume point is fp32 either way, and only the
+rounding of later steps changes (a resumed run is then not bit-identical to an uninterrupted one).
 
 ``encoder_path=vjepa2:<official file>``: a frozen official V-JEPA 2 encoder
 (:func:`~wmplan.worldmodel.vjepa2.load_official_encoder`; ``vjepa2_num_heads`` for non-released
@@ -55,8 +64,9 @@ from wmplan.worldmodel.latent_cache import build_latent_cache, file_sha256
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
 from wmplan.worldmodel.registry import build_encoder, encoder_fingerprint, load_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
-                                     check_bool, check_resume, check_settings, check_step_finite, load_checkpoint,
+                                     check_bool, check_resume, check_settings, load_checkpoint,
                                      read_jsonl, resolve_device, seed_everything, write_jsonl)
+from wmplan.worldmodel.train_loop import FINITE_CHECKS, FiniteGuard, autocast, maybe_compile, resolve_finite_check, tf32
 from wmplan.worldmodel.world_model import WorldModel
 
 STATE_KIND = "wmplan-predictor-train-state"
@@ -86,8 +96,9 @@ def validate_settings(cfg: DictConfig) -> None:
     check_choice(cfg.loss, "loss", ("l1", "l2"), where)
     check_choice(cfg.latent_norm, "latent_norm", ("none", "global", "dim", None), where)
     check_choice(cfg.cache_dtype, "cache_dtype", ("float16", "float32"), where)
-    for k in ("use_proprio", "tensorboard"):
-        check_bool(cfg[k], k, where)
+    check_choice(cfg.get("finite_check", "auto"), "finite_check", FINITE_CHECKS, where)
+    for k in ("use_proprio", "tensorboard", "amp", "compile"):
+        check_bool(cfg.get(k, False), k, where)
     ddp.per_rank_batch(int(cfg.batch_size), ddp.DistInfo(world_size=ddp.env_world_size()), where)
 
 
@@ -170,7 +181,9 @@ def train(cfg: DictConfig) -> dict:
     """Run (or resume) training; returns the final metrics dict (rank 0; other ranks get
     ``{"rank", "world_size"}``). Joins the torchrun process group when ``WORLD_SIZE`` > 1."""
     validate_settings(cfg)
-    return ddp.launch(_train, cfg, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    with tf32(device):  # CUDA only; the flags are restored afterwards
+        return ddp.launch(_train, cfg, device)
 
 
 def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
@@ -273,6 +286,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         log_path.unlink()  # stale log of a run without a resume point
 
     def save_state(step: int, elapsed: float) -> None:
+        finite.flush()  # deferred checks first: nothing non-finite is saved
         if not main:
             return
         atomic_save({"world_size": info.world_size, "kind": STATE_KIND, "version": FORMAT_VERSION, "step": step, "predictor": model.state_dict(),
@@ -292,12 +306,21 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     stream = WindowStream(train_s, int(cfg.batch_size), gen, start, int(cfg.steps), shard, workers,
                           pin_memory=workers > 0 and device.type == "cuda")  # this rank's share of each global batch
     batches = iter(stream)
+    amp, fmode = bool(cfg.get("amp", False)), resolve_finite_check(cfg.get("finite_check", "auto"), device)
+    finite = FiniteGuard(fmode, "train_predictor", hint)
+
+    def losses_of(lat: torch.Tensor, act: torch.Tensor, prop: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return training_losses(model, Window(lat, act, prop), cfg.context, cfg.rollout_steps, cfg.loss,
+                               cfg.rollout_weight, cfg.proprio_weight)
+
+    loss_fn = maybe_compile(losses_of, bool(cfg.get("compile", False)))
     for step in range(start, cfg.steps):
         w = next(batches).to(device)
         lr = lr_at(step, cfg)
         for g in opt.param_groups:
             g["lr"] = lr
-        parts = training_losses(model, w, cfg.context, cfg.rollout_steps, cfg.loss, cfg.rollout_weight, cfg.proprio_weight)
+        with autocast(device, amp):  # bf16 forward and loss when amp; fp32 loss reduction either way
+            parts = loss_fn(w.latents, w.actions, w.proprio)
         opt.zero_grad(set_to_none=True)
         parts["loss"].backward()
         if info.enabled:  # global-batch gradient and losses: every rank sees the same (and stops together)
@@ -307,9 +330,12 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         guard = dict(parts)
         if cfg.grad_clip:
             guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        check_step_finite(guard, step + 1, w.episode_ids, "train_predictor", hint)  # before the update
+        finite.record(guard, step + 1, w.episode_ids)  # step mode: checked before the update
         opt.step()
         done = step + 1
+        if ((cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps
+                or (cfg.eval_every and done % cfg.eval_every == 0)):
+            finite.flush()  # deferred mode: one sync per boundary (checkpoints flush in save_state)
         if main and ((cfg.log_every and done % cfg.log_every == 0) or done == cfg.steps):
             losses = {k: float(v.detach()) for k, v in parts.items()}  # host sync only when logging
             append_jsonl(log_path, {"step": done, "lr": lr, **losses, "time": elapsed_before + time.time() - t0})
@@ -344,7 +370,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
                "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
                "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses,
-               "world_size": info.world_size, "ram_budget_mb": budget, "latent_cache_memmapped": cache.memmapped,
+               "world_size": info.world_size, "amp": amp, "finite_check": fmode, "ram_budget_mb": budget, "latent_cache_memmapped": cache.memmapped,
                "latent_cache_mib": cache.latent_bytes / 2**20, **ids}
     meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
             "encoder_path": ((VJEPA2 if enc_path != cfg.encoder_path else "") + str(Path(enc_path).resolve()))

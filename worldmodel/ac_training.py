@@ -248,7 +248,9 @@ class WindowStream:
 
 
 def distance(pred: Tensor, target: Tensor, kind: str) -> Tensor:
-    """Mean element-wise L1 (``"l1"``) or squared error (``"l2"``); broadcasts."""
+    """Mean element-wise L1 (``"l1"``) or squared error (``"l2"``) in fp32 (a bf16 autocast forward's
+    outputs are upcast first; fp32 inputs are untouched); broadcasts."""
+    pred, target = pred.float(), target.float()
     if kind == "l1":
         return (pred - target).abs().mean()
     if kind == "l2":

@@ -211,10 +211,11 @@ def check_bool(value: Any, field: str, where: str) -> None:
 
 
 def check_step_finite(values: dict[str, torch.Tensor], step: int, episode_ids: Any, where: str,
-                      hint: str = "", after_update: bool = False) -> None:
+                      hint: str = "", after_update: bool = False, found_after: int | None = None) -> None:
     """Stop training when a loss or gradient norm (or, ``after_update``, a value computed with the
     updated weights) of this step is NaN/inf: raise NonFiniteError naming the step, the values
-    and the episodes the batch came from. One host sync for all values."""
+    and the episodes the batch came from. One host sync for all values. ``found_after``: the check
+    was deferred (``train_loop.FiniteGuard``) and runs after that step's update, before any save."""
     vals = torch.stack([v.detach().float().reshape(()) for v in values.values()])
     if bool(torch.isfinite(vals).all()):
         return
@@ -223,6 +224,8 @@ def check_step_finite(values: dict[str, torch.Tensor], step: int, episode_ids: A
     what = (f"non-finite values after the update of step {step}" if after_update
             else f"non-finite loss or gradient at step {step}")
     stop = "the update made the model non-finite" if after_update else "training stopped before the update"
+    if found_after is not None:
+        stop = f"found by the deferred check after step {found_after} (finite_check=deferred), before any save"
     raise NonFiniteError(f"{where}: {what} ({shown}) on a batch from episodes {ids}; {stop}, "
                          f"nothing of this step was saved. {hint}".rstrip())
 
