@@ -17,8 +17,9 @@ file's sha256 and the predictor config), naming what changed; ``steps`` may grow
 training on the stretched schedule, and the logging/eval/checkpoint cadence, ``eval_steps``,
 ``val_windows``, ``encode_batch_size``, ``device``, ``threads`` and ``tensorboard`` may change
 freely, and so may ``ram_budget_mb``, ``num_workers`` and the world size (the sampled windows do not depend on
-them), and ``amp``, ``compile`` and ``finite_check`` (see below). The train/val split of the first run is recorded and reused. A NaN/inf loss or gradient
-norm stops training naming the step and the batch's episodes; nothing non-finite is saved.
+them), and ``amp``, ``compile`` and ``finite_check`` (see below). The train/val split of the first run is
+recorded and reused. A NaN/inf loss or gradient norm stops training naming the step and the batch's
+episodes; nothing non-finite is saved.
 
 Precision and speed (``worldmodel/train_loop.py``): ``amp=true`` runs the forward pass and loss under bf16
 autocast (CPU or CUDA); weights, gradients, optimizer state, loss reduction and evaluation stay fp32.
@@ -370,7 +371,8 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
                "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                "steps_per_sec_this_run": (ran / run_s) if ran > 0 and run_s > 0 else None,
                "train_seconds_total": elapsed_before + run_s, "final_train_losses": losses,
-               "world_size": info.world_size, "amp": amp, "finite_check": fmode, "ram_budget_mb": budget, "latent_cache_memmapped": cache.memmapped,
+               "world_size": info.world_size, "amp": amp, "finite_check": fmode, "ram_budget_mb": budget,
+               "latent_cache_memmapped": cache.memmapped,
                "latent_cache_mib": cache.latent_bytes / 2**20, **ids}
     meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
             "encoder_path": ((VJEPA2 if enc_path != cfg.encoder_path else "") + str(Path(enc_path).resolve()))

@@ -54,8 +54,9 @@ def test_deferred_finite_check_names_first_bad_step_and_saves_nothing_bad(data):
     one. The deferred check runs only at the checkpoint of step 3, before writing it."""
     tp = script("train_predictor")
     cfg = predictor_cfg(data, "steps=5", "ckpt_every=3", "log_every=0", "lr=1e30", "finite_check=deferred")
-    with pytest.raises(NonFiniteError, match=r"train_predictor: non-finite loss or gradient at step 2 \(.*\) on a "
-                                             r"batch from episodes \[\d.*deferred check after step 3.*lr \(now 1e\+30\)"):
+    msg = (r"train_predictor: non-finite loss or gradient at step 2 \(.*\) on a batch from episodes \[\d.*"
+           r"deferred check after step 3.*lr \(now 1e\+30\)")
+    with pytest.raises(NonFiniteError, match=msg):
         tp.train(cfg)
     run = data / "run"
     assert not (run / "world_model.pt").exists() and not (run / "train_state.pt").exists()
