@@ -12,14 +12,20 @@ so resuming with a larger ``steps`` continues on the stretched schedule.
 Reliability: settings are checked before any work (ConfigError naming field and value). A
 resume refuses other data (dataset fingerprint) or any change of ``RESUME_KEYS`` (data_dir,
 seeds, optimisation, clips, masks, model), naming what changed; ``steps`` may grow, and
-``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard``, ``ram_budget_mb`` and the world
-size may change. The train
+``log_every``, ``ckpt_every``, ``device``, ``threads``, ``tensorboard``, ``ram_budget_mb``, ``amp``,
+``finite_check`` and the world size may change. The train
 episodes of the first run are recorded and reused. A NaN/inf loss or gradient norm stops
 training naming the step and the batch's episodes; nothing non-finite is saved.
 
 ``ram_budget_mb`` (null = all training frames in RAM): the frames are decoded episode by episode
 into ``out_dir/frames.bin`` (uint8 ``[F, H, W, 3]``, rewritten each run, removed at the end) and
 memory-mapped when they exceed the budget; clips are gathered from the map.
+
+``amp=true``: bf16 autocast of the forward pass and loss (``worldmodel/train_loop.py``); weights,
+optimizer, EMA target and diagnostics stay fp32. ``finite_check``: ``step`` checks the loss and
+gradient norm every step before the update (and syncs for the progress bar's loss), ``deferred``
+keeps them on the device until the next log line or checkpoint (naming the first non-finite step);
+``auto`` = step on CPU, deferred on CUDA. TF32 matmuls are allowed on CUDA.
 
 Distributed (``torchrun``, ``WORLD_SIZE`` > 1; ``worldmodel/distributed.py``): ``batch_size`` is
 the GLOBAL batch. Every rank draws the same global clips and masks from the same generator and
@@ -41,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
-from wmplan.checks import ConfigError, first_nonfinite
+from wmplan.checks import ConfigError, check_choice, first_nonfinite
 from wmplan.io import atomic_write_bytes, remove_stale_temps
 from wmplan.worldmodel import distributed as ddp
 from wmplan.worldmodel.data import EpisodeDataset
@@ -52,6 +58,7 @@ from wmplan.worldmodel.registry import save_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
                                      check_bool, check_resume, check_settings, check_step_finite, load_checkpoint,
                                      resolve_device, seed_everything, write_jsonl)
+from wmplan.worldmodel.train_loop import FINITE_CHECKS, FiniteGuard, autocast, resolve_finite_check, tf32
 from wmplan.worldmodel.vit import VisionTransformer, ViTConfig
 from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
 
@@ -79,6 +86,8 @@ def validate_settings(cfg: DictConfig) -> None:
     where = "pretrain_encoder"
     check_settings(cfg, SETTINGS, where)
     check_bool(cfg.tensorboard, "tensorboard", where)
+    check_bool(cfg.get("amp", False), "amp", where)
+    check_choice(cfg.get("finite_check", "auto"), "finite_check", FINITE_CHECKS, where)
     if len(cfg.ema) != 2:
         raise ConfigError(f"{where}: 'ema' must be [start, end] momenta, got {list(cfg.ema)!r}")
     rules = {"ema.0": {"low": 0, "high": 1}, "ema.1": {"low": 0, "high": 1}}
@@ -186,7 +195,9 @@ def train(cfg: DictConfig) -> dict:
     """Run (or resume) pretraining; returns the encoder file's meta (every rank). Joins the
     torchrun process group when ``WORLD_SIZE`` > 1."""
     validate_settings(cfg)
-    return ddp.launch(_train, cfg, resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    with tf32(device):  # CUDA only; the flags are restored afterwards
+        return ddp.launch(_train, cfg, device)
 
 
 def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
@@ -255,6 +266,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         log.info("resuming from step %d (%s)", step, state_path)
 
     def save_state() -> None:
+        finite.flush()  # deferred checks first: nothing non-finite is saved
         if not main:
             return
         atomic_save({
@@ -270,6 +282,8 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     loss_sum, loss_n, t0 = 0.0, 0, time.time()
     hint = (f"Lower lr (now {cfg.lr:g}) or check those episodes; the last resume point (if any) is {state_path}, "
             f"written every ckpt_every={cfg.ckpt_every} steps.")
+    amp, fmode = bool(cfg.get("amp", False)), resolve_finite_check(cfg.get("finite_check", "auto"), device)
+    finite = FiniteGuard(fmode, "pretrain_encoder", hint)
     model.train()
     while step < cfg.steps:
         lr = warmup_cosine_lr(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio)
@@ -278,7 +292,8 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         clip = sampler.sample(cfg.batch_size, cfg.static_prob, gen)  # the global batch (diagnostics use it)
         x = model.encoder.frames_to_input(clip[rows])
         masks = [sample_masks(cfg.batch_size, *grid, spec, gen) for spec in specs]
-        loss = model.loss(x, [m[0][rows] for m in masks], [m[1][rows] for m in masks])
+        with autocast(device, amp):
+            loss = model.loss(x, [m[0][rows] for m in masks], [m[1][rows] for m in masks]).float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if info.enabled:  # the global-batch gradient and loss on every rank
@@ -287,19 +302,25 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
         guard = {"loss": loss}
         if cfg.grad_clip:
             guard["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        check_step_finite(guard, step + 1, sampler.last_episode_ids, "pretrain_encoder", hint)  # before the update
+        finite.record(guard, step + 1, sampler.last_episode_ids)  # step mode: checked before the update
         opt.step()
         momentum = ema_momentum(step, cfg.steps, *cfg.ema)
         ema_update(model.target_encoder, model.encoder, momentum)
         step += 1
-        loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
-        bar.update(1, loss=loss.item())
+        if fmode == "step":
+            loss_sum, loss_n = loss_sum + loss.item(), loss_n + 1
+            bar.update(1, loss=loss.item())
+        else:  # no host sync: the sum stays on the device until the log line
+            loss_sum, loss_n = loss.detach() + loss_sum, loss_n + 1
+            bar.update(1)
 
+        if (cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps:
+            finite.flush()  # every rank, before the diagnostics and the log
         if main and ((cfg.log_every and step % cfg.log_every == 0) or step == cfg.steps):
             diag = diagnostics(model, clip)
             check_step_finite({k: torch.tensor(v) for k, v in diag.items()}, step, sampler.last_episode_ids,
                               "pretrain_encoder", hint, after_update=True)
-            e = {"step": step, "loss": loss_sum / loss_n, "lr": lr, "momentum": momentum,
+            e = {"step": step, "loss": float(loss_sum) / loss_n, "lr": lr, "momentum": momentum,
                  **diag, "sec_per_step": (time.time() - t0) / loss_n}
             entries.append(e)
             tb.scalars(step, {"loss": e["loss"], "lr": lr, "ema_momentum": momentum}, "train/")

@@ -1,6 +1,6 @@
 """Mixed precision, compilation and host-sync-free finiteness checks for training (issue 11 item 3).
 
-Tiny in-process runs of ``scripts/train_predictor.py`` on the moving-dot data of
+Tiny in-process runs of ``scripts/train_predictor.py`` (and ``pretrain_encoder.py``) on the moving-dot data of
 ``tests/test_training_reliability.py``: bf16 autocast on CPU follows the fp32 loss curve within
 :data:`AMP_RTOL`, ``finite_check=deferred`` (what CUDA runs by default) stops at the first
 non-finite step naming it and its episodes and saves nothing non-finite, and bad settings are named.
@@ -18,13 +18,14 @@ from wmplan.worldmodel.train_loop import FiniteGuard, resolve_finite_check, tf32
 from wmplan.worldmodel.utils import load_checkpoint
 
 try:  # the module object pytest itself imported (see test_training_reliability.py)
-    from test_training_reliability import data, predictor_cfg, script  # noqa: F401  (data: a fixture)
+    from test_training_reliability import data, predictor_cfg, pretrain_cfg, script  # noqa: F401  (data: a fixture)
 except ImportError:  # another pytest import mode
-    from tests.test_training_reliability import data, predictor_cfg, script  # noqa: F401
+    from tests.test_training_reliability import data, predictor_cfg, pretrain_cfg, script  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 # bf16 autocast vs fp32: the per-step training losses of a 6-step tiny run agree within this
-# relative tolerance (measured on CPU, torch 2.x: max 2.2e-4; bf16 keeps 8 mantissa bits, ~4e-3).
+# relative tolerance (measured on CPU, torch 2.x, printed with -s: train_predictor 2.2e-4 over 6
+# steps, pretrain_encoder 3.2e-3 over 3 steps; bf16 keeps 8 mantissa bits, ~4e-3 relative).
 AMP_RTOL = 1e-2
 
 
@@ -100,3 +101,23 @@ def test_compiled_training_matches_eager(data):
     a, b = _losses(data / "eager"), _losses(data / "compiled")
     assert len(a) == len(b) == 3
     assert max(abs(x - y) / abs(x) for x, y in zip(a, b)) < 1e-4, (a, b)
+
+
+# ---- pretrain_encoder -------------------------------------------------------------------------
+def test_pretrain_amp_and_deferred_finite_check(data):
+    pe = script("pretrain_encoder")
+    pe.train(pretrain_cfg(data, "steps=3", f"out_dir={data / 'p32'}"))
+    pe.train(pretrain_cfg(data, "steps=3", f"out_dir={data / 'pamp'}", "amp=true", "finite_check=deferred"))
+    a, b = (load_checkpoint(data / d / "train_state.pt")["log"] for d in ("p32", "pamp"))
+    la, lb = [e["loss"] for e in a], [e["loss"] for e in b]
+    assert len(la) == len(lb) == 3 and la != lb
+    rel = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
+    print(f"pretrain amp vs fp32: max relative loss difference {rel:.2e} over {len(la)} steps")
+    assert rel < AMP_RTOL, (la, lb)
+    # step 1's update blew the weights up; step 2's loss is the first non-finite one (no log line ran)
+    with pytest.raises(NonFiniteError, match=r"pretrain_encoder: non-finite loss or gradient at step 2 .*from "
+                                             r"episodes \[\d.*deferred check after step 3"):
+        pe.train(pretrain_cfg(data, "steps=4", "lr=1e30", "log_every=0", "ckpt_every=3", "finite_check=deferred"))
+    assert not (data / "pre" / "encoder.pt").exists() and not (data / "pre" / "train_state.pt").exists()
+    with pytest.raises(ConfigError, match=r"pretrain_encoder: 'amp' must be true or false, got 'yes'"):
+        pe.train(pretrain_cfg(data, "amp=yes"))
