@@ -22,8 +22,7 @@ into ``out_dir/frames.bin`` (uint8 ``[F, H, W, 3]``, rewritten each run, removed
 memory-mapped when they exceed the budget; clips are gathered from the map.
 
 ``amp=true``: bf16 autocast of the forward pass and loss (``worldmodel/train_loop.py``); weights,
-optimizer, EMA target and diagnostics stay fp32. (``VJEPA.loss``'s L1 mean runs in fp32 on CUDA, where
-autocast keeps ``layer_norm`` fp32, but in bf16 on CPU, where both of its operands are bf16.) ``finite_check``: ``step`` checks the loss and
+optimizer, EMA target, diagnostics and ``VJEPA.loss``'s L1 mean stay fp32. ``finite_check``: ``step`` checks the loss and
 gradient norm every step before the update (and syncs for the progress bar's loss), ``deferred``
 keeps them on the device until the next log line or checkpoint (naming the first non-finite step);
 ``auto`` = step on CPU, deferred on CUDA. TF32 matmuls are allowed on CUDA.

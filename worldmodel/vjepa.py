@@ -97,7 +97,7 @@ class VJEPA(nn.Module):
             ci, ti = ci.to(x.device), ti.to(x.device)
             z = self.encoder(x, keep=ci)
             pred = self.predictor(z, ci, ti, grid)
-            losses.append((pred - gather_tokens(h, ti)).abs().mean())
+            losses.append((pred.float() - gather_tokens(h, ti).float()).abs().mean())  # fp32 under bf16 autocast
         return torch.stack(losses).mean()
 
 
