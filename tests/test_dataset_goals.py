@@ -121,14 +121,22 @@ def test_make_goal_set_draws_start_steps_and_pairs_recorded_states(tmp_path):
                     "workers=1", "env.kwargs.image_size=16", f"out_dir={tmp_path}/ds"], cwd=ROOT, env=env,
                    check=True, capture_output=True, timeout=120)
     ds = EpisodeDataset(tmp_path / "ds")
-    gs = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3)
+    gs = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3, exclude_solved=False)
     assert list(gs["episode_ids"]) == [0, 1, 2] and all(0 <= t <= 12 - 5 for t in gs["start_steps"])
     for e, t0 in zip(gs["episode_ids"], gs["start_steps"]):
         states = ds.load_episode(int(e)).states
         np.testing.assert_array_equal(gs["start_states"][e], states[t0])
         np.testing.assert_array_equal(gs["goal_states"][e], states[t0 + 5])
-    again = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3)
+    again = make_goal_set(str(tmp_path / "ds"), offset=5, start_step="random", seed=3, exclude_solved=False)
     np.testing.assert_array_equal(again["start_steps"], gs["start_steps"])  # the seed makes it repeatable
-    assert list(make_goal_set(str(tmp_path / "ds"), offset=5, start_step=2)["start_steps"]) == [2, 2, 2]
+    assert list(make_goal_set(str(tmp_path / "ds"), offset=5, start_step=2, exclude_solved=False)["start_steps"]) == [2] * 3
+    # a goal equal to its start is reached at the start: with exclude_solved such pairs are never kept
+    env = gym.make("wmplan/PointMaze-v0", image_size=16, disable_env_checker=True)
+    ep0 = ds.load_episode(0)
+    from scripts.make_goal_set import solved_at_start
+    assert solved_at_start(env, ep0.states[0], ep0.states[0])
+    kept = make_goal_set(str(tmp_path / "ds"), offset=5, seed=3)
+    assert all(not solved_at_start(env, a, b) for a, b in zip(kept["start_states"], kept["goal_states"]))
+    assert len(kept["episode_ids"]) + int(kept["skipped_solved_at_start"]) == 3
     with pytest.raises(ConfigError, match="fewer than start step \\+ offset = 13"):
-        make_goal_set(str(tmp_path / "ds"), offset=13, start_step=0)
+        make_goal_set(str(tmp_path / "ds"), offset=13, start_step=0, exclude_solved=False)
