@@ -7,12 +7,13 @@ non-finite tensor and :func:`load_checkpoint` refuses to read one, or a file of 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +23,8 @@ from ..checks import ConfigError, NonFiniteError, check_finite, check_number
 from ..io import atomic_write_bytes  # noqa: F401 (re-exported: the one atomic writer of every layer)
 from .fingerprint import describe_change
 
+T = TypeVar("T")
+
 # Checkpoint format version written by this wmplan (field "version"); a larger one in a file
 # means a newer wmplan wrote it. Bump when a reader of today could misread a new file.
 FORMAT_VERSION = 1
@@ -30,6 +33,16 @@ FORMAT_VERSION = 1
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated, not of the expected kind, or its contents are
     unusable (non-finite, a newer version, fields that do not fit); the message names the file."""
+
+
+def config_from_dict(cls: type[T], d: dict[str, Any]) -> T:
+    """Build config dataclass ``cls`` from a plain dict; unknown keys are an error naming them
+    (a typo in a saved or given config must not be silently ignored)."""
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - valid)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields are {sorted(valid)}")
+    return cls(**d)
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:

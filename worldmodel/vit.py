@@ -13,7 +13,7 @@ a model must run with the setting it was trained with (it is saved in the config
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .registry import ENCODER_KIND, load_encoder, register_encoder, save_encoder  # noqa: F401 (re-exported)
 from .rope import apply_rope, rope_chunk, rope_cos_sin
+from .utils import config_from_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,12 +56,8 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
-        """Build from a plain dict; unknown keys are an error (a typo must not be silently ignored)."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"ViTConfig: unknown field(s) {unknown}; valid fields are {sorted(valid)}")
-        return cls(**d)
+        """Build from a plain dict; unknown keys are an error naming them."""
+        return config_from_dict(cls, d)
 
 
 def token_positions(grid_t: int, grid_h: int, grid_w: int, device: torch.device | str = "cpu") -> Tensor:

@@ -13,7 +13,7 @@ with each frame repeated into one tubelet), which this class inherits.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from .registry import register_encoder
 from .rope_official import apply_official_rope, official_chunk, official_rope_tables
+from .utils import config_from_dict
 from .vit import IMAGENET_MEAN, IMAGENET_STD, Mlp, PatchEmbed3D, VisionTransformer, token_positions
 
 __all__ = ["OfficialViTConfig", "OfficialViT", "OfficialAttention", "OfficialBlock"]
@@ -53,11 +54,8 @@ class OfficialViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OfficialViTConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"OfficialViTConfig: unknown field(s) {unknown}; valid fields are {sorted(valid)}")
-        return cls(**d)
+        """Build from a plain dict; unknown keys are an error naming them."""
+        return config_from_dict(cls, d)
 
 
 class OfficialAttention(nn.Module):

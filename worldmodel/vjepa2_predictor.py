@@ -22,7 +22,7 @@ recomputation would produce, so both agree to float rounding.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..protocols import Rollout
 from .kv_cache import KV, KVCache, attend_cached
 from .rope_official import official_chunk, official_rope_tables
+from .utils import config_from_dict
 from .vjepa2_encoder import OfficialBlock
 
 __all__ = ["OfficialACConfig", "OfficialACPredictor", "StateFn"]
@@ -74,11 +75,8 @@ class OfficialACConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OfficialACConfig":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - valid)
-        if unknown:
-            raise ValueError(f"OfficialACConfig: unknown field(s) {unknown}; valid fields are {sorted(valid)}")
-        return cls(**d)
+        """Build from a plain dict; unknown keys are an error naming them."""
+        return config_from_dict(cls, d)
 
 
 class OfficialACPredictor(nn.Module):
