@@ -61,9 +61,9 @@ from wmplan.worldmodel.ac_training import (Window, WindowSampler, WindowStream, 
                                             training_losses)
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import dataset_fingerprint
-from wmplan.worldmodel.latent_cache import build_latent_cache, file_sha256
+from wmplan.worldmodel.latent_cache import build_latent_cache
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.registry import build_encoder, encoder_fingerprint, load_encoder
+from wmplan.worldmodel.registry import build_encoder, load_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
                                      check_bool, check_resume, check_settings, load_checkpoint,
                                      read_jsonl, resolve_device, seed_everything, write_jsonl)
@@ -269,7 +269,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
           + (f" (global batch {cfg.batch_size}, {cfg.batch_size // info.world_size} per rank)" if info.enabled else ""))
 
     # ---- resume ---------------------------------------------------------------------------
-    model_keys = {"encoder_sha256": file_sha256(enc_path) if enc_path else encoder_fingerprint(encoder),
+    model_keys = {"encoder_sha256": cache.encoder_sha256,  # what the cache was keyed by (file sha or fingerprint)
                   "predictor_config": pcfg.to_dict()}
     start, elapsed_before = 0, 0.0
     if st is not None:

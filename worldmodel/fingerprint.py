@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -31,8 +32,8 @@ def dataset_fingerprint(root: str | Path) -> dict[str, Any]:
     meta = root / "meta.json"
     eps = {}
     for p in sorted((root / "episodes").glob("ep_*.npz")):
-        eps[str(int(p.stem.split("_")[1]))] = f"{p.stat().st_size}:{_sha256(p)[:16]}"
-    fp = {"num_episodes": len(eps), "meta_sha256": _sha256(meta) if meta.is_file() else None, "episodes": eps}
+        eps[str(int(p.stem.split("_")[1]))] = f"{p.stat().st_size}:{file_sha256(p)[:16]}"
+    fp = {"num_episodes": len(eps), "meta_sha256": file_sha256(meta) if meta.is_file() else None, "episodes": eps}
     fp["sha256"] = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     return fp
 

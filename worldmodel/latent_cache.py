@@ -32,7 +32,6 @@ re-collected at the same path, or another task's data there, counts as changed).
 """
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ import torch
 from torch import Tensor
 
 from .data import DatasetError, EpisodeDataset
-from .fingerprint import dataset_fingerprint, describe_change
+from .fingerprint import dataset_fingerprint, describe_change, file_sha256
 from .latents import encode_latents
 from .pooling import pooled_grid
 from .registry import encoder_fingerprint
@@ -55,15 +54,6 @@ CACHE_KIND = "wmplan-latent-cache"
 CACHE_NAME = "latent_cache.pt"
 LATENTS_GLOB = "latent_cache.latents.*.bin"  # the on-disk layout's latents files
 _DTYPES = {"float16": (torch.float16, np.float16), "float32": (torch.float32, np.float32)}
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
