@@ -51,8 +51,8 @@ def make_goal_set(data_dir: str, offset: int = 25, start_step: int | str = "rand
     for i, ep in ds.iter_episodes():
         if episodes is not None and len(kept) == int(episodes):
             break
-        if ep.length < offset or (start_step != "random" and ep.length < int(start_step) + offset):
-            need = offset if start_step == "random" else int(start_step) + offset
+        need = offset + (0 if start_step == "random" else int(start_step))
+        if ep.length < need:
             raise ConfigError(f"{data_dir}: episode {i} has {ep.length} steps, fewer than "
                               f"start step + offset = {need}; collect longer episodes")
         tries = rng.permutation(ep.length - offset + 1).tolist() if start_step == "random" else [int(start_step)]
