@@ -39,6 +39,8 @@ WORK_LO = np.array([0.15, -0.4, 0.02])  # workspace box for the commanded point 
 WORK_HI = np.array([0.65, 0.4, 0.45])  # (the commanded point; physics may deviate briefly)
 HOME_EE = np.array([0.25, 0.0, 0.2])
 FRONT_POS = (1.2, -0.55, 0.8)  # third-person camera position
+# closer third-person view of the cube's workspace: the 5 cm cube covers ~4x the pixels of "front"
+WORKSPACE_POS, WORKSPACE_TARGET = (0.85, -0.42, 0.5), (0.42, 0.0, 0.06)
 ARM_JOINTS = ("yaw", "shoulder", "elbow", "wrist", "roll")
 
 
@@ -53,13 +55,15 @@ def look_at(pos: np.ndarray, target: np.ndarray) -> str:
 
 
 def arm_xml(lamp: bool = True) -> str:
-    """The arm + table + cube scene (cameras: ``front`` third-person, ``overhead``).
+    """The arm + table + cube scene (cameras: ``front`` third-person, ``overhead``, ``workspace``
+    (third-person, close to the cube's area)).
 
     ``lamp``: a dimmer room and a downward spotlight in the hand. Its pool of light on the
     table shows where the gripper is (and, by its size, how high) across much of the frame,
     which a 64x64 encoder picks up far better than the small gripper itself.
     """
     front = look_at(FRONT_POS, [0.36, 0.0, 0.16])
+    workspace = look_at(WORKSPACE_POS, WORKSPACE_TARGET)
     if lamp:
         headlight = '<headlight ambient="0.35 0.35 0.35" diffuse="0.25 0.25 0.25"/>'
         hand_lamp = ('<light name="lamp" pos="0 0 0" dir="0 0 -1" cutoff="45" exponent="3" diffuse="0.9 0.85 0.6" '
@@ -119,6 +123,7 @@ def arm_xml(lamp: bool = True) -> str:
     </body>
     <camera name="front" pos="{" ".join(map(str, FRONT_POS))}" xyaxes="{front}" fovy="38"/>
     <camera name="overhead" pos="0.38 0 1.3" xyaxes="1 0 0 0 1 0" fovy="45"/>
+    <camera name="workspace" pos="{" ".join(map(str, WORKSPACE_POS))}" xyaxes="{workspace}" fovy="45"/>
   </worldbody>
   <contact><exclude body1="finger_l" body2="finger_r"/></contact>
   <actuator>
@@ -136,7 +141,8 @@ class ArmTask(GoalTask):
 
     Args:
         image_size: rendered frame side in pixels.
-        camera: ``"front"`` (third-person) or ``"overhead"``.
+        camera: ``"front"`` (third-person), ``"overhead"`` or ``"workspace"`` (closer third-person
+            view of the cube's area).
         lamp: downward spotlight in the hand and a dimmer room (see :func:`arm_xml`).
     """
 

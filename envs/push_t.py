@@ -46,6 +46,9 @@ class PushTEnv(GoalTask):
         angle_tolerance: success angle tolerance in rad (default pi/9).
         min_goal_pos / min_goal_angle: a sampled goal differs from the start by at
             least one of these (position, wrapped angle).
+        lamp: a dimmer room and a downward spotlight on the pusher. Visual only (physics,
+            expert and goal sets unchanged): its pool of light shows the small pusher, and
+            lights the part of the T it is about to push, over much of the 64x64 frame.
     reset options: ``{"start": [x, y, yaw], "goal": [x, y, yaw], "pusher": [x, y]}``
     (any may be omitted; block poses are for the T's centroid).
     """
@@ -63,12 +66,14 @@ class PushTEnv(GoalTask):
         angle_tolerance: float = np.pi / 9,
         min_goal_pos: float = 0.3,
         min_goal_angle: float = np.pi / 3,
+        lamp: bool = False,
         render_mode: str | None = "rgb_array",
     ) -> None:
         self.pos_threshold = float(pos_tolerance) * 2 * ARENA
         self.angle_threshold = float(angle_tolerance)
         self.min_goal_pos, self.min_goal_angle = float(min_goal_pos), float(min_goal_angle)
         self._goal_pose = np.zeros(3)
+        self.lamp = bool(lamp)
         super().__init__(image_size=image_size, camera=camera, substeps=10, render_mode=render_mode)
         self._expert = PushTExpert(pusher_r=PUSHER_R, arena=ARENA, max_speed=MAX_SPEED)
 
@@ -83,11 +88,17 @@ class PushTEnv(GoalTask):
             f'<geom type="box" pos="{x} {y} 0.05" size="{sx} {sy} 0.05" rgba="0.3 0.3 0.3 1"/>'
             for x, y, sx, sy in [(0, w, w + t, t), (0, -w, w + t, t), (w, 0, t, w + t), (-w, 0, t, w + t)]
         )
+        if self.lamp:  # the light sits above the pusher so its pool reaches past the T's edge
+            headlight = '<headlight ambient="0.3 0.3 0.3" diffuse="0.2 0.2 0.2"/>'
+            pusher_lamp = ('<light name="lamp" pos="0 0 0.6" dir="0 0 -1" cutoff="30" exponent="2" '
+                           'diffuse="1.0 0.9 0.6" specular="0 0 0" castshadow="false"/>')
+        else:
+            headlight, pusher_lamp = '<headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/>', ""
         return f"""
 <mujoco model="push_t">
   <option timestep="0.01" integrator="implicitfast" cone="elliptic"/>
   <default><geom condim="3" friction="0.5 0.005 0.0001"/></default>
-  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/><headlight ambient="0.6 0.6 0.6" diffuse="0.4 0.4 0.4"/></visual>
+  <visual><global offwidth="512" offheight="512"/><quality numslices="12" numstacks="6"/>{headlight}</visual>
   <worldbody>
     <geom name="floor" type="plane" size="{w + t} {w + t} 0.1" rgba="0.85 0.85 0.8 1"/>
     {walls}
@@ -103,6 +114,7 @@ class PushTEnv(GoalTask):
       <joint name="py" type="slide" axis="0 1 0" damping="1"/>
       <geom name="pusher" type="cylinder" size="{PUSHER_R} {BLOCK_H}" mass="1" friction="0.2 0.005 0.0001"
             rgba="0.9 0.15 0.1 1" contype="2" conaffinity="1"/>
+      {pusher_lamp}
     </body>
     <camera name="top" pos="0 0 3" xyaxes="1 0 0 0 1 0" projection="orthographic" fovy="{2 * (w + t)}"/>
   </worldbody>

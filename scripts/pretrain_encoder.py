@@ -7,7 +7,8 @@ Writes ``out_dir/encoder.pt`` (the frozen EMA target encoder, type ``vit``), ``o
 ``out_dir/tb/`` (TensorBoard curves with ``tensorboard=true`` and the ``wmplan[tensorboard]``
 extra) and ``out_dir/train_state.pt``; rerunning with the same ``out_dir`` resumes from the latter
 (models, optimizer, RNG states, log). The lr / EMA schedules are functions of (step, steps),
-so resuming with a larger ``steps`` continues on the stretched schedule.
+so resuming with a larger ``steps`` continues on the stretched schedule. ``steps=0`` writes the
+random-init encoder of the same config and seed: the baseline of the pretraining ablation.
 
 Reliability: settings are checked before any work (ConfigError naming field and value). A
 resume refuses other data (dataset fingerprint) or any change of ``RESUME_KEYS`` (data_dir,
@@ -71,7 +72,7 @@ COLLAPSE_STD, COLLAPSE_RANK = 0.05, 2.0
 RESUME_KEYS = ("data_dir", "seed", "batch_size", "num_frames", "static_prob", "lr", "final_lr_ratio", "weight_decay",
                "warmup_steps", "grad_clip", "ema", "val_fraction", "split_seed", "jepa_predictor", "masks")
 _INT0, _INT1 = {"low": 0, "integer": True}, {"low": 1, "integer": True}
-SETTINGS = {"steps": _INT1, "batch_size": _INT1, "num_frames": _INT1, "static_prob": {"low": 0, "high": 1},
+SETTINGS = {"steps": _INT0, "batch_size": _INT1, "num_frames": _INT1, "static_prob": {"low": 0, "high": 1},
             "lr": {"low": 0, "low_open": True}, "final_lr_ratio": {"low": 0, "high": 1}, "weight_decay": {"low": 0},
             "warmup_steps": _INT0, "grad_clip": {"low": 0, "allow_none": True},
             "val_fraction": {"low": 0, "high": 1, "high_open": True}, "split_seed": _INT0, "seed": _INT0,
@@ -341,14 +342,14 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     save_state()  # so a rerun with a larger `steps` continues from here
     if main:
         write_jsonl(out / "log.jsonl", entries)  # the log lives in train_state.pt: a torn log.jsonl is rewritten whole
-    final_loss = entries[-1]["loss"] if entries else float("nan")
+    final_loss = entries[-1]["loss"] if entries else None  # steps=0: the random-init encoder
     meta = {"seed": int(cfg.seed), "steps": int(step), "data_dir": str(Path(cfg.data_dir).resolve()),
-            "final_loss": float(final_loss), "num_frames": int(cfg.num_frames),
+            "final_loss": None if final_loss is None else float(final_loss), "num_frames": int(cfg.num_frames),
             "env_id": str(ds.meta.get("env_id", "")), "dataset_sha256": fingerprint["sha256"],
             "train_episode_ids": train_ids, "world_size": info.world_size, "frames_memmapped": memmapped}
     if main:
         save_encoder(model.target_encoder, out / "encoder.pt", meta)
-        log.info("wrote %s (final loss %.4f)", out / "encoder.pt", final_loss)
+        log.info("wrote %s (final loss %s)", out / "encoder.pt", final_loss)
     ddp.barrier(info)
     if main:
         (out / FRAMES_FILE).unlink(missing_ok=True)  # rebuilt by every run (open maps keep their pages)

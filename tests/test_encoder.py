@@ -294,6 +294,22 @@ def test_pretrain_and_probe_scripts_end_to_end(tmp_path: Path) -> None:
     assert {"r2_trained", "r2_random"} <= set(report)
     assert all(np.isfinite(report[k]) for k in ("r2_trained", "r2_random"))
     assert "random" in text and "trained" in text
+    assert report["target"] == "proprio"
+
+    # steps=0 writes the random-init encoder: the pretraining ablation's baseline. It is the very
+    # init the probe's "random" row rebuilds, so probing it gives the same R^2 on both rows.
+    rand_out = tmp_path / "rand"
+    run_script("pretrain_encoder.py", [*tiny[:-7], f"data_dir={data}", f"out_dir={rand_out}", "batch_size=4",
+                                       "warmup_steps=1", "val_fraction=0.34", "steps=0"], work)
+    rand = load_encoder(rand_out / "encoder.pt", device="cpu")
+    assert rand.meta["steps"] == 0 and rand.meta["final_loss"] is None
+    trained = load_encoder(out / "encoder.pt", device="cpu")
+    assert any(not torch.equal(a, b) for a, b in zip(rand.state_dict().values(), trained.state_dict().values()))
+    run_script("probe_encoder.py", [f"encoder_path={rand_out / 'encoder.pt'}", f"data_dir={data}",
+                                    f"out_dir={probe_out}", "val_fraction=0.34", "pool_k=2",
+                                    "target=state", "target_dims=[0]"], work)
+    report = json.loads((probe_out / "probe.json").read_text())
+    assert report["target"] == "state" and report["r2_trained"] == pytest.approx(report["r2_random"], abs=1e-9)
     assert list(work.iterdir()) == []  # nothing written to the working directory
 
 

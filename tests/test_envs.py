@@ -246,3 +246,21 @@ def test_dataset_stats_errors(tmp_path):
     write_meta(tmp_path, {"env_id": "x"})
     with pytest.raises(DatasetError, match="no episodes"):
         dataset_stats(tmp_path)
+
+
+def test_push_t_lamp_is_visual_only():
+    """The pusher's lamp spreads the small pusher over the frame; the physics is unchanged
+    (same actions -> bit-identical states), so goal sets and the expert hold with or without it."""
+    opts = {"start": [0.0, 0.0, 0.0], "goal": [0.0, 0.0, 0.0], "pusher": [-0.5, 0.5]}
+    changed, states = {}, {}
+    for lamp in (False, True):
+        env = make("wmplan/PushT-v0", lamp=lamp)
+        obs, info = env.reset(seed=0, options=opts)  # same block pose: only the pusher differs
+        diff = np.abs(obs["pixels"].astype(int) - info["goal_image"].astype(int)).max(-1)
+        changed[lamp] = float((diff > 10).mean())
+        rng = np.random.default_rng(0)
+        states[lamp] = [env.step(rng.uniform(-1, 1, 2).astype(np.float32)) and env.unwrapped.get_state()
+                        for _ in range(20)]
+        env.close()
+    assert changed[True] > 5 * changed[False] and changed[True] > 0.05, changed
+    np.testing.assert_array_equal(np.stack(states[False]), np.stack(states[True]))
