@@ -1,6 +1,7 @@
 """Collect an episode dataset with random / correlated-random / noisy-expert policies.
 
     python scripts/collect.py env=point_maze episodes=300 out_dir=data/pointmaze workers=2
+    python scripts/collect.py env=gym:Pusher-v5 episodes=300 out_dir=data/pusher   # any gymnasium env
 
 Episodes are deterministic in (seed, episode index) and each is committed
 atomically, so rerunning into the same ``out_dir`` resumes: existing episodes are
@@ -30,6 +31,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from wmplan.checks import ConfigError, check_number
+from wmplan.cli import expand_gym_env
 from wmplan.envs.rollout import check_policy_settings, collect_episode
 from wmplan.io import remove_stale_temps
 from wmplan.worldmodel.data import DatasetError, Episode, EpisodeDataset, read_meta, write_episode, write_meta
@@ -183,4 +185,5 @@ class _Serial:
 
 
 if __name__ == "__main__":
+    expand_gym_env(__file__)  # env=gym:<id> (wmplan/cli.py)
     main()

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
+from wmplan.cli import expand_gym_env
 from wmplan.io import write_json
 from wmplan.planners import build_energy, build_planner
 from wmplan.planners.evaluator import EvalConfig, evaluate
@@ -187,4 +188,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    expand_gym_env(__file__)  # env=gym:<id> (wmplan/cli.py)
     main()

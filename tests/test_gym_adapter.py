@@ -2,7 +2,8 @@
 
 gymnasium's env checker on the adapter, pixel size, state round trip, the dataset-goal reset
 (a recorded start and goal state reproduce the recorded goal frame), NaN actions refused,
-proprio selection errors, and a 2-episode scripts/collect.py run.
+proprio selection errors, a 2-episode scripts/collect.py run, and the ``env=gym:<id>`` shorthand
+(wmplan/cli.py) with a Pusher-v5 collection through it.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import wmplan.envs  # noqa: F401  (registers wmplan/Gym-*)
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
+from wmplan.checks import ConfigError
+from wmplan.cli import dedicated_config, rewrite_gym_env
 from wmplan.envs.gym_adapter import GymAdapter
 from wmplan.worldmodel.data import EpisodeDataset
 
@@ -120,3 +123,41 @@ def test_collect_two_episodes(tmp_path):
     ep = ds.load_episode(0)
     assert ds.meta["env_id"] == ID and ds.meta["proprio_dim"] == 6 and ds.meta["action_dim"] == 2
     assert ep.frames.shape == (7, 64, 64, 3) and ep.states.shape[0] == 7 and ep.states.shape[1] > 0
+
+
+# ---- env=gym:<id> on the command line (wmplan/cli.py) -------------------------------------
+
+ENV_DIR = ROOT / "configs" / "env"
+
+
+def test_gym_env_shorthand_rewrite():
+    # a dedicated config (configs/env/gym_reacher.yaml has kwargs.inner: Reacher-v5) wins
+    assert rewrite_gym_env(["env=gym:Reacher-v5", "episodes=2"], ENV_DIR) == ["env=gym_reacher", "episodes=2"]
+    # any other registered id: the generic configs/env/gym.yaml with the id as the adapter's inner
+    assert rewrite_gym_env(["-m", "env=gym:Pusher-v5", "seed=1"], ENV_DIR) == [
+        "-m", "env=gym", "env.kwargs.inner=Pusher-v5", "seed=1"]
+    assert rewrite_gym_env(["env=point_maze", "out_dir=gym:x", "env=gym"], ENV_DIR) == [
+        "env=point_maze", "out_dir=gym:x", "env=gym"]
+    assert dedicated_config(ENV_DIR, "Pusher-v5") is None and dedicated_config(ENV_DIR, "Reacher-v5") == "gym_reacher"
+    with pytest.raises(ConfigError, match=r"'Pushr-v5' is registered; close registered ids: Pusher-v5") as e:
+        rewrite_gym_env(["env=gym:Pushr-v5"], ENV_DIR)
+    assert "wmplan/" not in str(e.value)
+    for bad, msg in (("env=gym:", "give a gymnasium id"), ("env=gym:wmplan/PushT-v0", "own config"),
+                     ("env=gym:Pusher-v5,gym:Reacher-v5", "one gymnasium id"),
+                     ("env=gym:no_such_module_xyz:Foo-v0", "does not import")):
+        with pytest.raises(ConfigError, match=msg):
+            rewrite_gym_env([bad], ENV_DIR)
+
+
+def test_collect_gym_shorthand_end_to_end(tmp_path):
+    out = tmp_path / "pusher"
+    run_script("collect.py", "env=gym:Pusher-v5", "episodes=2", "episode_length=5", "workers=1", f"out_dir={out}",
+               timeout=60)
+    ds = EpisodeDataset(out)
+    ep = ds.load_episode(1)
+    assert ds.meta["env_id"] == "wmplan/Gym-v0" and ds.meta["env_kwargs"]["inner"] == "Pusher-v5"
+    assert ds.meta["action_dim"] == 7 and ds.meta["proprio_dim"] == 0 and ds.meta["state_dim"] > 0
+    assert ep.frames.shape == (6, 64, 64, 3) and ep.frames.std() > 5, "blank frames"
+    bad = run_script("collect.py", "env=gym:Pushr-v5", f"out_dir={tmp_path / 'bad'}", timeout=60, check=False)
+    assert bad.returncode == 2 and "Pushr-v5" in bad.stderr and "Pusher-v5" in bad.stderr
+    assert not (tmp_path / "bad").exists()
