@@ -1,5 +1,6 @@
-"""Dataset importers (LeRobot v3.0, Minari) and the LeRobot exporter, on fixtures that the real
-libraries wrote (tools/make_lerobot_fixtures.py, tools/make_minari_fixtures.py).
+"""Dataset importers (LeRobot v3.0 and v2.1, Minari) and the LeRobot exporter, on fixtures that the
+real libraries wrote (tools/make_lerobot_fixtures.py: lerobot 0.6.1 for v3.0, 0.3.3 for v2.1;
+tools/make_minari_fixtures.py).
 
 Each ``<fixture>.decoded.npz`` holds what the library's own reader returned for that fixture;
 imported episodes must equal it: image features and Minari frames exactly, AV1 video frames
@@ -49,15 +50,20 @@ def _import(fmt: str, source: Path, out: Path, **kw) -> EpisodeDataset:
     return EpisodeDataset(out).require_complete()
 
 
-@pytest.mark.parametrize("name", ["v30_onefile", "v30_chunked"])
-def test_lerobot_fixture_matches_lerobot_reader(name, tmp_path):
+@pytest.mark.parametrize("name, version, bounds_source", [
+    ("v30_onefile", "v3.0", "meta/stats.json"), ("v30_chunked", "v3.0", "meta/stats.json"),
+    ("v21", "v2.1", "meta/episodes_stats.jsonl")])
+def test_lerobot_fixture_matches_lerobot_reader(name, version, bounds_source, tmp_path):
     ref = np.load(LEROBOT / f"{name}.decoded.npz")
     spans = _bounds(ref["lengths"])
     video = _import("lerobot", LEROBOT / name, tmp_path / "video", camera=VIDEO)
     wrist = _import("lerobot", LEROBOT / name, tmp_path / "wrist", camera=WRIST)
-    assert video.meta["source_codebase_version"] == "v3.0" and video.meta["camera_storage"] == "video"
+    assert video.meta["source_codebase_version"] == version and video.meta["camera_storage"] == "video"
     assert video.meta["crop"] == [0, 16, 64] and video.meta["image_size"] == 64 and wrist.meta["crop"] is None
-    assert video.meta["action_bounds_source"] == "meta/stats.json" and video.meta["fps"] == 10
+    assert video.meta["action_bounds_source"] == bounds_source and video.meta["fps"] == 10
+    assert video.meta["tasks"] == ["move the square"]
+    np.testing.assert_array_equal(np.float32(video.meta["action_low"]), ref["action"].min(0))
+    np.testing.assert_array_equal(np.float32(video.meta["action_high"]), ref["action"].max(0))
     assert len(video) == len(spans) == video.meta["num_episodes"]
     assert video.meta["source_episode_ids"] == sorted(set(ref["episode_index"].tolist()))
     for i, (s, e) in enumerate(spans):
@@ -201,10 +207,26 @@ def test_refuses_existing_out_dir(tmp_path):
     assert proc.returncode == 1 and "observation keys: ['pixels', 'state']" in proc.stderr
 
 
+def test_lerobot_v21_fixture_layout():
+    """The v2.1 fixture (lerobot 0.3.3's writer) spans two chunks, one data file and one video per
+    episode, as the v2.1 reading path of test_lerobot_fixture_matches_lerobot_reader needs."""
+    root, ref = LEROBOT / "v21", np.load(LEROBOT / "v21.decoded.npz")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    assert str(ref["lerobot_version"]) == "0.3.3" and info["codebase_version"] == "v2.1"
+    assert info["chunks_size"] == 2 and info["total_chunks"] == 2 and not (root / "meta" / "stats.json").exists()
+    episodes = [json.loads(line) for line in (root / "meta" / "episodes.jsonl").read_text().splitlines()]
+    assert [e["length"] for e in episodes] == ref["lengths"].tolist() == [8, 10, 5, 6]
+    for e in range(len(episodes)):
+        assert (root / info["data_path"].format(episode_chunk=e // 2, episode_index=e)).is_file()
+        assert (root / info["video_path"].format(episode_chunk=e // 2, video_key=VIDEO, episode_index=e)).is_file()
+    np.testing.assert_array_equal(ref["frame_index"], np.concatenate([np.arange(n) for n in ref["lengths"]]))
+    np.testing.assert_array_equal(ref["timestamp"], ref["frame_index"].astype(np.float32) / np.float32(10))
+
+
 def test_lerobot_v21_layout(tmp_path):
     """The v2.1 reading path (episodes.jsonl, one parquet per episode, chunk = index // chunks_size)
-    on a v2.1 layout made here from the v3.0 fixture's data (image camera only; no lerobot 0.3.3
-    fixture yet: see tools/make_lerobot_fixtures.py)."""
+    on a v2.1 layout made here from the v3.0 fixture's data (image camera only, episodes.jsonl out of
+    order, no episodes_stats.jsonl; the real v2.1 fixture is tests/fixtures/lerobot/v21)."""
     src = LEROBOT / "v30_chunked"
     ref = np.load(LEROBOT / "v30_chunked.decoded.npz")
     root = tmp_path / "v21"

@@ -10,8 +10,13 @@ lerobot nor torch.
     tests/fixtures/lerobot/v30_onefile/   v3.0, every episode in one data file and one video file
     tests/fixtures/lerobot/v30_chunked/   v3.0, small file limits and chunks_size=2: episodes spread
                                           over several chunk-*/file-* data and video files
+    tests/fixtures/lerobot/v21/           v2.1 (lerobot 0.3.3), chunks_size=2: one parquet and one mp4
+                                          per episode in data|videos/chunk-000 and chunk-001
     (each: a video camera observation.images.cam 64x96, an image camera observation.images.wrist
     32x32 stored as PNG bytes, observation.state [4], action [2], next.reward, next.success)
+
+Each lerobot release writes one codebase version, so each fixture needs its own venv; the
+script writes the fixtures of the installed lerobot's version (v3.0: 0.6.1, v2.1: 0.3.3).
 
 lerobot 0.6.1 needs Python >= 3.12 and pins torch < 2.12; any torch that imports will do
 (run from the repository root; nothing here is installed into wmplan's own environment)::
@@ -26,11 +31,27 @@ lerobot 0.6.1 needs Python >= 3.12 and pins torch < 2.12; any torch that imports
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/venv-lerobot/bin/python tools/make_lerobot_fixtures.py
 
 (``pip install "lerobot[dataset]==0.6.1"`` works too, but pulls a CUDA torch of several GB.)
+
+lerobot 0.3.3 (v2.1) decodes pyav video through ``torchvision.io.VideoReader``, which torchvision
+0.28 no longer has, and an older torchvision (0.24.1 tried) does not import on torch 2.13 CPU
+(``operator torchvision::nms does not exist``), so it gets torch/torchvision within its own pins
+(torch<2.8, torchvision<0.23: PyPI's CUDA build, about 4 GB with its nvidia-* wheels, run on the CPU)::
+
+    ~/.pyenv/versions/3.11.7/bin/python -m venv /tmp/venv-lerobot033
+    /tmp/venv-lerobot033/bin/pip install torch==2.7.1 torchvision==0.22.1
+    /tmp/venv-lerobot033/bin/pip install --no-deps lerobot==0.3.3
+    /tmp/venv-lerobot033/bin/pip install "numpy>=1.26,<2.3" "Pillow>=10,<12" "einops>=0.8,<0.9" \
+        draccus==0.10.0 "huggingface-hub>=0.34.2,<0.36" "datasets>=2.19,<=3.6.0" "pandas>=2,<3" \
+        "pyarrow>=15,<21" "av>=14.2,<16" jsonlines "packaging>=24.2" "termcolor>=2.4,<4" \
+        "gymnasium>=0.29.1,<1.0" "deepdiff>=7,<9" opencv-python-headless
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 /tmp/venv-lerobot033/bin/python tools/make_lerobot_fixtures.py
+
 Existing fixture folders are replaced.
 
-``--check-export OUT --wmplan-dataset SRC`` instead checks an export of scripts/export_dataset.py:
-lerobot's reader must load ``OUT`` and return every frame, action and state of the wmplan dataset
-``SRC`` (exported from it) exactly; it prints one line and exits non-zero on a difference.
+``--check-export OUT --wmplan-dataset SRC`` (lerobot 0.6.1) instead checks an export of
+scripts/export_dataset.py: lerobot's reader must load ``OUT`` and return every frame, action and
+state of the wmplan dataset ``SRC`` (exported from it) exactly; it prints one line and exits
+non-zero on a difference.
 """
 from __future__ import annotations
 
@@ -53,6 +74,7 @@ VARIANTS = {
     "v30_onefile": ([9, 14, 6], {}),
     "v30_chunked": ([7, 11, 5, 8, 6], {"data_files_size_in_mb": 0.004, "video_files_size_in_mb": 0.0045,
                                        "chunks_size": 2}),
+    "v21": ([8, 10, 5, 6], {"chunks_size": 2}),
 }
 
 
@@ -78,17 +100,26 @@ def write_dataset(root: Path, lengths: list[int], options: dict) -> None:
     chunks_size = options.pop("chunks_size", None)
     ds = LeRobotDataset.create(repo_id="wmplan/fixture", fps=FPS, features=features(), root=root,
                                robot_type="synthetic", use_videos=True, video_backend="pyav", **options)
-    if chunks_size is not None:
+    v21 = isinstance(ds.meta.info, dict)  # 0.3.3: info a dict, add_frame(frame, task), no finalize()
+    if chunks_size is not None and v21:
+        ds.meta.info["chunks_size"] = chunks_size  # written to info.json by every save_episode
+    elif chunks_size is not None:
         ds.meta.info.chunks_size = chunks_size
     for seed, n in enumerate(lengths):
         traj = make_trajectory(seed, n, HEIGHT, WIDTH, WRIST)
         for t in range(n):
-            ds.add_frame({"observation.images.cam": traj.frames[t], "observation.images.wrist": traj.wrist[t],
-                          "observation.state": traj.state[t], "action": traj.action[t],
-                          "next.reward": traj.reward[t:t + 1], "next.success": traj.success[t:t + 1],
-                          "task": TASK})
+            frame = {"observation.images.cam": traj.frames[t], "observation.images.wrist": traj.wrist[t],
+                     "observation.state": traj.state[t], "action": traj.action[t],
+                     "next.reward": traj.reward[t:t + 1], "next.success": traj.success[t:t + 1]}
+            if v21:
+                ds.add_frame(frame, task=TASK)
+            else:
+                ds.add_frame({**frame, "task": TASK})
         ds.save_episode()
-    ds.finalize()
+    if v21:  # 0.3.3 leaves the image features' PNG files (also in the parquet) in images/; push_to_hub skips it
+        shutil.rmtree(root / "images")
+    else:
+        ds.finalize()
 
 
 def decode_with_lerobot(root: Path) -> dict[str, np.ndarray]:
@@ -146,8 +177,13 @@ def main() -> None:
     if args.check_export:
         sys.exit(check_export(args.check_export, args.wmplan_dataset))
     import lerobot
+    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
 
-    for name in args.only or VARIANTS:
+    mine = [n for n in VARIANTS if n.startswith(CODEBASE_VERSION.replace(".", ""))]
+    if set(args.only or []) - set(mine):
+        sys.exit(f"lerobot {lerobot.__version__} writes {CODEBASE_VERSION}: it can write {mine}, not "
+                 f"{sorted(set(args.only) - set(mine))} (see the docstring for the venv of each)")
+    for name in args.only or mine:
         lengths, options = VARIANTS[name]
         root = ROOT / name
         if root.exists():
