@@ -127,6 +127,17 @@ def episode_row(r: EpisodeResult) -> dict[str, Any]:
             "plan_ms": [round(t, 2) for t in r.plan_times_ms], **r.metrics}
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95% for z=1.96): sound at 0/n and n/n, where
+    the normal approximation collapses to a point."""
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n >= 1 episodes, got {n}")
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate episode rows: success, distance, steps, planning latency, task metrics.
 
@@ -142,6 +153,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "episodes": len(rows),
         "successes": int(success.sum()),
         "success_rate": float(success.mean()),
+        "success_ci95": list(wilson_interval(int(success.sum()), len(rows))),  # Wilson score interval
         "mean_final_distance": float(np.mean([r["final_distance"] for r in rows])),
         "mean_steps": float(steps.mean()),
         "plan_ms_p50": float(np.percentile(plan_ms, 50)) if plan_ms.size else None,

@@ -179,7 +179,9 @@ def main(cfg: DictConfig) -> None:
 
     print_rows(result.rows)
     metrics = " ".join(f"| {k} {v}" for k, v in s["metrics"].items())
-    print(f"\nsuccess_rate {s['success_rate']:.3f} over {s['episodes']} episodes ({s['successes']} successes)"
+    lo, hi = s["success_ci95"]
+    print(f"\nsuccess_rate {s['success_rate']:.3f} over {s['episodes']} episodes ({s['successes']} successes;"
+          f" Wilson 95% {lo:.2f}-{hi:.2f})"
           f" | mean_final_distance {s['mean_final_distance']:.3f} {metrics}"
           f" | plan p50 {s['plan_ms_p50'] or 0:.0f} ms per call for up to {s['batched_envs']} envs"
           f" | {s['ms_per_action'] or 0:.1f} ms planning per executed action | wall {s['wall_time_s']:.0f}s"

@@ -11,7 +11,7 @@ import pytest
 import wmplan.envs  # noqa: F401
 from tests.test_mpc import PointEnv, _planner, point_world_model
 from wmplan.planners import EvalConfig, EpisodeSink, JsonlSink, SampledGoals, VideoSink, build_goal_source, evaluate
-from wmplan.planners.evaluator import summarize
+from wmplan.planners.evaluator import summarize, wilson_interval
 
 if "wmplan_test/Point-v0" not in gym.registry:
     gym.register("wmplan_test/Point-v0", entry_point=PointEnv, max_episode_steps=40)
@@ -80,6 +80,20 @@ def test_summarize_metrics():
     assert s["plan_ms_p50"] == 2.0 and s["ms_per_action"] == pytest.approx(12 / 30)
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_wilson_interval():
+    """The interval brackets the rate, stays inside [0, 1] at 0/n and n/n (where the normal
+    approximation collapses) and matches the textbook value for 22/50."""
+    lo, hi = wilson_interval(22, 50)
+    assert lo == pytest.approx(0.3116, abs=1e-3) and hi == pytest.approx(0.5770, abs=1e-3)
+    lo0, hi0 = wilson_interval(0, 50)
+    assert lo0 == 0.0 and 0.05 < hi0 < 0.08
+    lo1, hi1 = wilson_interval(50, 50)
+    assert hi1 == 1.0 and 0.92 < lo1 < 0.95
+    assert wilson_interval(5, 10)[1] - wilson_interval(5, 10)[0] > wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0]
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
 
 
 def test_goal_sources():

@@ -29,19 +29,20 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         s = json.loads(path.read_text())
         # the folder is named by the sweep's overrides (hydra.job.override_dirname)
         rows.append({"setting": str(path.parent.relative_to(sweep_dir)), "run_dir": str(path.parent), **{k: s.get(k) for k in COLUMNS[1:]},
-                     "successes": s.get("successes"), "batched_envs": s.get("batched_envs"),
+                     "successes": s.get("successes"), "success_ci95": s.get("success_ci95"), "batched_envs": s.get("batched_envs"),
                      "planner": (s.get("config") or {}).get("planner", {}).get("name"), "seed": s.get("seed")})
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of the runs."""
-    head = "| setting | episodes | success | mean final distance | plan p50 ms (batched envs) | ms planning per env action |"
+    head = "| setting | episodes | success (Wilson 95%) | mean final distance | plan p50 ms (batched envs) | ms planning per env action |"
     lines = [head, "|---|---|---|---|---|---|"]
     for r in rows:
         p50 = "–" if r["plan_ms_p50"] is None else f"{r['plan_ms_p50']:.0f} ({r['batched_envs']})"
         mpa = "–" if r["ms_per_action"] is None else f"{r['ms_per_action']:.0f}"
-        lines.append(f"| {r['setting']} | {r['episodes']} | {r['success_rate']:.2f} ({r['successes']}) | "
+        ci = "" if not r.get("success_ci95") else " [{:.2f}, {:.2f}]".format(*r["success_ci95"])
+        lines.append(f"| {r['setting']} | {r['episodes']} | {r['success_rate']:.2f} ({r['successes']}){ci} | "
                      f"{r['mean_final_distance']:.3f} | {p50} | {mpa} |")
     return "\n".join(lines)
 
