@@ -6,6 +6,7 @@ from .base import ENERGIES, CompositeEnergy, Energy, register_energy
 from .goal import GoalEnergy
 from .action import ActionMagnitude, ActionSmoothness
 from .world import EnsembleDisagreement, JEPAResidual
+from .object import ObjectGoalEnergy
 
 __all__ = [
     "Energy",
@@ -15,6 +16,7 @@ __all__ = [
     "ActionSmoothness",
     "EnsembleDisagreement",
     "JEPAResidual",
+    "ObjectGoalEnergy",
     "ENERGIES",
     "register_energy",
 ]
