@@ -6,7 +6,7 @@
 #
 # Stages (each resumes or reuses its output when rerun): collect -> pretrain_encoder ->
 # train_predictor -> plan (50 episodes). Outputs: data/<ENV>, runs/<ENV>_{enc,pred,plan50}.
-# Knobs via environment variables: ENC_STEPS (1200), PRED_STEPS (3000), LATENT_NORM (dim),
+# Knobs via environment variables: ENC_STEPS (1200; 0 = the frozen random-init encoder), PRED_STEPS (3000), LATENT_NORM (dim),
 # PLAN_EPISODES (50), THREADS (1; one thread per process is fastest on a shared CPU).
 set -euo pipefail
 if [[ $# -eq 0 || "$1" == "-h" || "$1" == "--help" ]]; then
