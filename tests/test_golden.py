@@ -15,7 +15,7 @@ from wmplan.worldmodel.pretrained_models import bundled_models, resolve_model_pa
 from wmplan.worldmodel.world_model import WorldModel
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-TOL = {"atol": 1e-5, "rtol": 1e-5}
+TOL = {"atol": 5e-5, "rtol": 1e-5}  # CPUs with other SIMD kernels differ by ~1e-5 on fp32 latents
 
 
 def test_every_bundled_model_has_a_golden_file():

@@ -12,12 +12,8 @@ to the variance that regression explains: a generalized eigenproblem
 
 with f a ridge regression on random Fourier features of the standardised proprio. The top ``k``
 eigenvectors, scaled to unit residual variance, are the projection ``[N*D, k]`` that
-``planners/energies/object.py`` measures the goal distance in.
-
-File (``scripts/fit_object_energy.py``; loads with ``weights_only=True``)::
-
-    kind "wmplan-object-projection", version 1, projection [N*D, k] float32, tokens N, dim D,
-    eigenvalues [k], explained_by_proprio (fraction of latent variance), world_model_sha256, fit {...}
+``planners/energies/object.py`` measures the goal distance in. The file format is
+``wmplan/object_projection.py``.
 """
 from __future__ import annotations
 
@@ -29,11 +25,9 @@ import torch
 from torch import Tensor
 
 from ..checks import ConfigError, check_finite
+from ..object_projection import FORMAT_VERSION, KIND, load_object_projection  # noqa: F401  (re-exported)
 from .fingerprint import file_sha256
 from .utils import atomic_save
-
-KIND, FORMAT_VERSION = "wmplan-object-projection", 1
-
 
 def proprio_features(proprio: Tensor, num_features: int, bandwidth: float, seed: int) -> Tensor:
     """Random Fourier features of standardised proprio ``[F, P]`` -> ``[F, num_features + P + 1]``
@@ -96,22 +90,3 @@ def save_object_projection(fit: dict[str, Any], path: str | Path, tokens: int, d
            "dim": int(dim), "eigenvalues": fit["eigenvalues"], "explained_by_proprio": float(fit["explained_by_proprio"]),
            "world_model_sha256": file_sha256(world_model_path) if world_model_path else None, "fit": settings}
     atomic_save(obj, path)
-
-
-def load_object_projection(path: str | Path) -> dict[str, Any]:
-    """Read and check a projection file; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"object projection {path}: no such file (make one with scripts/fit_object_energy.py)")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("kind") != KIND:
-        raise ConfigError(f"object projection {path}: field 'kind' must be {KIND!r}, got "
-                          f"{obj.get('kind') if isinstance(obj, dict) else type(obj).__name__!r}")
-    if obj.get("version") != FORMAT_VERSION:
-        raise ConfigError(f"object projection {path}: field 'version' must be {FORMAT_VERSION}, got {obj.get('version')!r}")
-    v = obj.get("projection")
-    if not isinstance(v, Tensor) or v.ndim != 2 or v.shape[0] != obj["tokens"] * obj["dim"]:
-        raise ConfigError(f"object projection {path}: field 'projection' must be [tokens*dim, k] = "
-                          f"[{obj.get('tokens')}*{obj.get('dim')}, k], got {getattr(v, 'shape', None)}")
-    check_finite(v, "projection", f"object projection {path}")
-    return obj

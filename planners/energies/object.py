@@ -8,18 +8,9 @@ from typing import Any
 from torch import Tensor
 
 from ...checks import ConfigError
-from ...worldmodel.object_subspace import load_object_projection
-from ...worldmodel.pretrained_models import PREFIX, resolve_model_path
+from ...object_projection import load_object_projection
 from .base import register_energy
 from .goal import GoalEnergy, latent_distance
-
-
-def resolve_projection_path(spec: str) -> Path:
-    """``pretrained:<name>`` -> the bundled ``<name>.object.pt`` beside the bundled world model;
-    anything else is a path."""
-    if str(spec).startswith(PREFIX):
-        return resolve_model_path(spec).with_suffix(".object.pt")
-    return Path(spec)
 
 
 @register_energy("object_goal")
@@ -28,16 +19,15 @@ class ObjectGoalEnergy(GoalEnergy):
     of ``worldmodel/object_subspace.py`` (directions the agent's proprio does not explain):
     the goal image's object counts, its agent pose hardly. Same ``metric`` / ``steps`` /
     ``step_weights`` as :class:`GoalEnergy`; ``projection`` is a file of
-    ``scripts/fit_object_energy.py`` or ``pretrained:<task>``.
+    ``scripts/fit_object_energy.py``.
     """
 
     def __init__(self, projection: str = "???", metric: str = "l2", steps: str = "all",
                  step_weights: str | Sequence[float] | None = "linear"):
         super().__init__(metric=metric, steps=steps, step_weights=step_weights)
         if projection in ("???", "", None):
-            raise ConfigError("energy term 'object_goal': set 'projection' (a scripts/fit_object_energy.py file "
-                              "or pretrained:<task>)")
-        self.path = resolve_projection_path(projection)
+            raise ConfigError("energy term 'object_goal': set 'projection' (a scripts/fit_object_energy.py file)")
+        self.path = Path(projection)
         obj = load_object_projection(self.path)
         self.tokens, self.dim = int(obj["tokens"]), int(obj["dim"])
         self._v = obj["projection"]  # [N*D, k] on CPU; moved to the latents' device/dtype once
