@@ -66,7 +66,7 @@ class PushTEnv(GoalTask):
         angle_tolerance: float = np.pi / 9,
         min_goal_pos: float = 0.3,
         min_goal_angle: float = np.pi / 3,
-        lamp: bool = False,
+        lamp: bool = True,
         render_mode: str | None = "rgb_array",
     ) -> None:
         self.pos_threshold = float(pos_tolerance) * 2 * ARENA

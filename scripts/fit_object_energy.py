@@ -12,7 +12,6 @@ the displacement of those simulator-state columns and of the proprio. Writes ``o
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import hydra
@@ -27,7 +26,6 @@ from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device
 from wmplan.worldmodel.world_model import WorldModel
 
-log = logging.getLogger("fit_object_energy")
 LAG = 25  # env steps between the frames of a correlation pair (the dataset-goal offset)
 
 

@@ -9,7 +9,8 @@ import torch
 
 from wmplan.checks import ConfigError
 from wmplan.planners import build_energy
-from wmplan.worldmodel.object_subspace import fit_object_projection, load_object_projection, save_object_projection
+from wmplan.object_projection import load_object_projection
+from wmplan.worldmodel.object_subspace import fit_object_projection, save_object_projection
 
 
 def synthetic(frames: int = 4000, seed: int = 0):

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import yaml
 
 from .checks import ConfigError
@@ -36,8 +37,6 @@ def dedicated_config(env_dir: Path, inner: str) -> str | None:
 
 def check_registered(inner: str) -> None:
     """Raise ConfigError unless gymnasium has ``inner`` registered (after importing ``module:``)."""
-    import gymnasium as gym
-
     module, _, name = inner.rpartition(":")
     if module:
         try:

@@ -25,9 +25,10 @@ import torch
 from torch import Tensor
 
 from ..checks import ConfigError, check_finite
-from ..object_projection import FORMAT_VERSION, KIND, load_object_projection  # noqa: F401  (re-exported)
+from ..object_projection import FORMAT_VERSION, KIND
 from .fingerprint import file_sha256
 from .utils import atomic_save
+
 
 def proprio_features(proprio: Tensor, num_features: int, bandwidth: float, seed: int) -> Tensor:
     """Random Fourier features of standardised proprio ``[F, P]`` -> ``[F, num_features + P + 1]``
