@@ -173,6 +173,11 @@ class Planner(ABC):
         ``mean`` (which is always the returned plan), each [B,...,H,A]."""
         raise NotImplementedError(f"{type(self).__name__} must implement _optimise (or override plan)")
 
+    def prepare(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
+        """Called once by the evaluator, before its episodes, with the env they run in. A
+        planner that needs facts of the task (the subgoal planner renders its waypoint bank)
+        overrides it; the others need nothing."""
+
     def reset(self) -> None:
         """Forget warm-start state (call at episode start)."""
         self._warm = {}

@@ -263,6 +263,7 @@ def evaluate(
     vec = make_vector_env(env_id, env_kwargs or {}, n_envs, cfg.vector)
     try:
         check_image_size(world_model, vec, env_id)
+        planner.prepare(env_id, env_kwargs or {})
         results = run_mpc(vec, world_model, planner, todo, max_steps=int(cfg.max_steps), replan_every=replan_every,
                 context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
                 compact=bool(cfg.compact))

@@ -114,13 +114,19 @@ def build_goal_source(name: str, **kwargs: Any) -> GoalSource:
     return GOAL_SOURCES[name](**kwargs)
 
 
-def resolve_goal_set(spec: str) -> Path:
-    """``bundled:<task>`` -> the goal set shipped in ``wmplan/planners/goal_sets/``; else a path."""
+def resolve_bundled(spec: str, folder: str, what: str) -> Path:
+    """``bundled:<task>`` -> ``wmplan/planners/<folder>/<task>.npz`` (which must exist); else ``spec``
+    as a path. ``what`` names the file kind in the error (``goal_set``, ``waypoint_bank``)."""
     if spec.startswith("bundled:"):
         name = spec.split(":", 1)[1]
-        path = Path(str(resources.files(__package__) / "goal_sets" / f"{name}.npz"))
+        path = Path(str(resources.files(__package__) / folder / f"{name}.npz"))
         if not path.is_file():
             known = sorted(p.stem for p in path.parent.glob("*.npz"))
-            raise ConfigError(f"goal_set={spec!r}: no bundled goal set {name!r}; bundled: {known}")
+            raise ConfigError(f"{what}={spec!r}: no bundled {what.replace('_', ' ')} {name!r}; bundled: {known}")
         return path
     return Path(spec)
+
+
+def resolve_goal_set(spec: str) -> Path:
+    """``bundled:<task>`` -> the goal set shipped in ``wmplan/planners/goal_sets/``; else a path."""
+    return resolve_bundled(spec, "goal_sets", "goal_set")

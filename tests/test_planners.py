@@ -224,6 +224,8 @@ def test_build_from_yaml_configs():
             continue
         build_energy(e)
     for path, cfg in _load_configs("planner").items():
+        if cfg.get("name") == "subgoal":  # its bank is the task config's waypoint_bank
+            cfg.bank = "bundled:point_maze"
         if cfg.get("collocation"):
             if cfg.get("energy") is not None:
                 build_planner(cfg)  # its own default energy (goal + jepa_residual)

@@ -43,6 +43,7 @@ class PlanJobConfig(EvalConfig):
     goals: str = "sampled"  # goal source (planners/goals.py): sampled | dataset
     goal_set: str | None = None  # goals=dataset: a goal-set file, or bundled:<task> (set by the task)
     goal_budget: int | None = None  # goals=dataset: env steps per episode (None: 2 x the goal set's offset)
+    waypoint_bank: str | None = None  # planner=subgoal: a waypoint-bank file, or bundled:<task> (set by the task)
     device: str = "auto"  # auto | cpu | cuda | cuda:<i> | mps
     threads: int | None = None  # torch CPU threads (None: torch's default)
     video_scale: int = 3  # nearest-neighbour upscaling of the views in the GIFs
