@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_number
+from .base import ConfigError, Goal, check_choice, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_number
 from .registry import build_planner, register_planner
 from .waypoints import WaypointBank, WaypointGraph, load_waypoint_bank, render_states
 
@@ -35,6 +35,12 @@ class SubgoalConfig(PlannerConfig):
     links: int = 8  # same-state links tried per waypoint (its nearest others in latent space)
     link_quantile: float = 0.5  # keep a link when shorter than this quantile of one-step distances
     encode_batch: int = 256  # bank frames encoded per world-model call (bounds memory)
+    # "always": every replan follows the waypoint path. "stall": an env plans straight to its goal
+    # until that stops paying (its latent distance to the goal has not shrunk by min_progress
+    # waypoint steps for `patience` replans: a wall, an object to go around), then follows the path.
+    engage: str = "always"
+    patience: int = 2
+    min_progress: float = 0.25
 
     def validate(self, where: str) -> None:
         super().validate(where)
@@ -46,6 +52,9 @@ class SubgoalConfig(PlannerConfig):
         check_number(self.links, "links", where, low=0, integer=True)
         check_number(self.link_quantile, "link_quantile", where, low=0, high=1)
         check_number(self.encode_batch, "encode_batch", where, low=1, integer=True)
+        check_choice(self.engage, "engage", ("always", "stall"), where)
+        check_number(self.patience, "patience", where, low=1, integer=True)
+        check_number(self.min_progress, "min_progress", where, low=0)
         if not isinstance(self.inner, dict) or "name" not in self.inner:
             raise ConfigError(f"{where}: inner must be a planner config with a 'name', got {self.inner!r}")
         if self.inner["name"] == "subgoal":
@@ -72,6 +81,7 @@ class SubgoalPlanner(Planner):
         self._graph_of: int | None = None  # id() of the world model the graph was built for
         self._bank_latents: Tensor | None = None
         self._frames: np.ndarray | None = self.bank.frames
+        self._progress: dict[str, np.ndarray] = {}  # engage=stall, per env: best distance, stalled replans, engaged
 
     def prepare(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
         """Check the bank was recorded in ``env_id``; render a bank of states with the run's env
@@ -100,11 +110,15 @@ class SubgoalPlanner(Planner):
             self._graph_of = id(world_model)
         return self._graph
 
-    def subgoals(self, world_model: WorldModelLike, current: Tensor, goal: Goal) -> tuple[Goal, np.ndarray, np.ndarray]:
-        """Each env's subgoal: current latents [B,N,D] and goal -> (Goal [B,...], node ids [B], final [B])."""
+    def subgoals(self, world_model: WorldModelLike, current: Tensor, goal: Goal,
+                 direct: np.ndarray | None = None) -> tuple[Goal, np.ndarray, np.ndarray]:
+        """Each env's subgoal: current latents [B,N,D] and goal -> (Goal [B,...], node ids [B], final [B]).
+        ``direct`` [B]: envs that plan to the goal itself this time (final)."""
         g = self.graph(world_model)
         start, end = g.match(current.flatten(1), goal.latents.flatten(1), self.config.candidates)
         nodes, final = g.next_waypoint(start, end, float(self.config.lookahead))
+        if direct is not None:
+            final = final | direct
         assert self._bank_latents is not None
         dev = goal.latents.device
         keep = torch.from_numpy(final).to(dev)
@@ -116,10 +130,30 @@ class SubgoalPlanner(Planner):
             prop = torch.where(keep[:, None], goal.proprio, bank_p)
         return Goal(lat, prop), np.where(final, -1, nodes), final
 
+    def engaged(self, distance: np.ndarray) -> np.ndarray:
+        """Which envs follow the waypoint path this replan, from their latent distances to the
+        goal [B] (waypoint-step units); updates the per-env progress record (engage=stall)."""
+        c, p = self.config, self._progress
+        if c.engage == "always":
+            return np.ones(len(distance), bool)
+        if not p or len(p["best"]) != len(distance):
+            self._progress = {"best": distance.copy(), "stalled": np.zeros(len(distance), int),
+                              "engaged": np.zeros(len(distance), bool)}
+            return self._progress["engaged"].copy()
+        progressed = distance < p["best"] - c.min_progress
+        p["stalled"] = np.where(progressed, 0, p["stalled"] + 1)
+        p["best"] = np.minimum(p["best"], distance)
+        p["engaged"] |= p["stalled"] >= c.patience  # once engaged, the env follows the path to the end
+        return p["engaged"].copy()
+
     def plan(self, world_model: WorldModelLike, context: PlanContext, goal: Goal, init: Tensor | None = None,
              generator: Any = None, horizon: int | None = None) -> PlanResult:
         """Plan actions [B,H,A] towards each env's next subgoal (see the module docstring)."""
-        sub, nodes, final = self.subgoals(world_model, context.latents[:, -1], goal)
+        current = context.latents[:, -1]
+        g = self.graph(world_model)
+        distance = (current.flatten(1).float() - goal.latents.flatten(1).float()).norm(dim=1).cpu().numpy() / g.unit
+        use = self.engaged(distance)
+        sub, nodes, final = self.subgoals(world_model, current, goal, direct=~use)
         result = self.inner.plan(world_model, context, sub, init, generator, horizon)
         stats = dict(result.stats or {})
         stats["subgoal"], stats["subgoal_final"] = torch.from_numpy(nodes), torch.from_numpy(final)
@@ -127,9 +161,12 @@ class SubgoalPlanner(Planner):
 
     def reset(self) -> None:
         self.inner.reset()
+        self._progress = {}
 
     def shift(self, steps: int) -> None:
         self.inner.shift(steps)
 
     def select(self, index: Tensor | Sequence[int]) -> None:
         self.inner.select(index)
+        idx = np.asarray(torch.as_tensor(index).cpu(), dtype=np.int64)
+        self._progress = {k: v[idx] for k, v in self._progress.items()}

@@ -35,6 +35,7 @@ from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
 from wmplan.worldmodel.vjepa2 import load_official_world_model, official_action_box
+from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
 from wmplan.worldmodel.world_model import WorldModel
 
 VJEPA2 = "vjepa2:"  # world_model=vjepa2:<path>: an official V-JEPA 2-AC file (vjepa2-ac-vitg.pt or its layout)
@@ -83,7 +84,8 @@ def goal_source(cfg: DictConfig):
 
 
 def load_world_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, Path]:
-    """``world_model=<path>|pretrained:<name>`` (a wmplan file) or ``vjepa2:<path>`` (an official file).
+    """``world_model=<path>|pretrained:<name>`` (a wmplan file), ``ensemble:<a>+<b>+...`` (wmplan files
+    sharing one encoder: ``worldmodel/ensemble.py``) or ``vjepa2:<path>`` (an official file).
 
     Official files take options as ``+vjepa2.<name>=<value>`` (``VJEPA2_OPTIONS``): head counts
     for non-released widths, ``img_size`` (default: the env's ``image_size``, so frames are
@@ -92,6 +94,10 @@ def load_world_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Mo
     search the env's action box; their dims must match the env's action and proprio dims.
     """
     spec = str(cfg.world_model)
+    if spec.startswith(ENSEMBLE_PREFIX):  # ensemble:<a>+<b>+...: independently trained members, one latent space
+        paths = [resolve_model_path(p.strip()) for p in spec[len(ENSEMBLE_PREFIX):].split("+") if p.strip()]
+        return EnsembleWorldModel([WorldModel.load(p, device=device) for p in paths], [str(p) for p in paths]), \
+            Path("+".join(str(p) for p in paths))
     if not spec.startswith(VJEPA2):
         path = resolve_model_path(spec)
         return WorldModel.load(path, device=device), path

@@ -39,7 +39,7 @@ from .worldmodel.registry import component_class, registered
 class PlanJobConfig(EvalConfig):
     """``scripts/plan.py``: the evaluation settings plus what the job wires together."""
 
-    world_model: str = "pretrained:pointmaze"  # a checkpoint path, or pretrained:<name> (bundled)
+    world_model: str = "pretrained:pointmaze"  # a checkpoint path, pretrained:<name> (bundled), ensemble:<a>+<b>+... or vjepa2:<path>
     goals: str = "sampled"  # goal source (planners/goals.py): sampled | dataset
     goal_set: str | None = None  # goals=dataset: a goal-set file, or bundled:<task> (set by the task)
     goal_budget: int | None = None  # goals=dataset: env steps per episode (None: 2 x the goal set's offset)
