@@ -14,13 +14,16 @@ from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
 from wmplan.worldmodel.world_model import WorldModel
 
 
-def member(predictor_seed: int, encoder_seed: int = 0, frameskip: int = FS) -> WorldModel:
+def member(predictor_seed: int, encoder_seed: int = 0, frameskip: int = FS, latent_shift: float | None = None) -> WorldModel:
     enc = tiny_encoder(encoder_seed)
     torch.manual_seed(predictor_seed)
     pcfg = ACPredictorConfig(latent_dim=24, tokens_per_frame=4, grid=(2, 2), action_dim=frameskip * A_ENV,
                              proprio_dim=P, embed_dim=24, depth=2, num_heads=2, ensemble=1)
     stats = {"action_mean": torch.zeros(frameskip * A_ENV), "action_std": torch.ones(frameskip * A_ENV),
              "proprio_mean": torch.zeros(P), "proprio_std": torch.ones(P)}
+    if latent_shift is not None:  # standardised latents, as latent_norm=dim trains them (stats of its data)
+        stats["latent_mean"] = torch.full((4, 24), latent_shift)
+        stats["latent_std"] = torch.full((4, 24), 1.0 + latent_shift)
     return WorldModel(enc, ACPredictor(pcfg), pool_k=2, frameskip=frameskip, action_low=[-1.0, -2.0],
                       action_high=[1.0, 2.0], stats=stats, meta={"env_id": "test-dot"})
 
@@ -40,6 +43,19 @@ def test_rollout_is_the_member_mean_and_spread(one_thread):
     assert out.disagreement.shape == (6, 3) and bool((out.disagreement > 0).all())
     same = EnsembleWorldModel([a, member(1)]).rollout(ctx, prop, actions)
     assert float(same.disagreement.abs().max()) == 0.0  # identical members never disagree
+
+
+def test_members_trained_on_other_data_are_mapped_into_one_space(one_thread):
+    a, b = member(1, latent_shift=0.1), member(2, latent_shift=0.5)  # their data gave other latent stats
+    frames, prop = random_frames(2, 1), torch.randn(2, 1, P)
+    actions = torch.rand(4, 2, FS * A_ENV) * 2 - 1
+    out = EnsembleWorldModel([a, b]).rollout(a.encode(frames), prop, actions)
+    ra = a.rollout(a.encode(frames), prop, actions).latents
+    rb = b.rollout(b.encode(frames), prop, actions).latents  # b in its own space
+    rb_in_a = (rb * b.latent_std + b.latent_mean - a.latent_mean) / a.latent_std
+    torch.testing.assert_close(out.latents, (ra + rb_in_a) / 2, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="latent standardisation"):
+        EnsembleWorldModel([a, member(3)])
 
 
 def test_members_must_share_the_latent_space():

@@ -1,9 +1,9 @@
 """An ensemble of independently trained world models that share one latent space.
 
-Members are separate predictor trainings (other seeds, other data) on the same frozen encoder
-and the same latent standardisation, so a frame has one latent for all of them: the ensemble
-encodes with the first member, rolls the same actions through every member, and returns the
-mean prediction and the members' disagreement. Unlike the heads of one predictor (trained
+Members are separate predictor trainings (other seeds, other data) on the same frozen encoder,
+so a frame has one latent for all of them: the ensemble encodes with the first member, rolls the
+same actions through every member (mapping latents between the members' standardisations when
+their training data differed), and returns the mean prediction and the members' disagreement. Unlike the heads of one predictor (trained
 together on the same batches), independent members disagree where the data did not pin the
 dynamics down, which is what the world-consistency energy (``ensemble_disagreement``) needs.
 
@@ -29,6 +29,10 @@ def _same(a: Tensor | None, b: Tensor | None) -> bool:
     return a.shape == b.shape and bool(torch.equal(a.cpu(), b.cpu()))
 
 
+def _close(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and bool(torch.allclose(a.cpu(), b.cpu(), rtol=1e-5, atol=1e-6))
+
+
 class EnsembleWorldModel:
     """K world models with one encoder and latent space; the planner protocol of one model.
 
@@ -47,8 +51,8 @@ class EnsembleWorldModel:
             problems = [what for what, ok in (
                 ("frameskip", m.frameskip == first.frameskip), ("pool_k", m.pool_k == first.pool_k),
                 ("action_dim", m.action_dim == first.action_dim), ("proprio_dim", m.proprio_dim == first.proprio_dim),
-                ("action bounds", _same(m.action_low, first.action_low) and _same(m.action_high, first.action_high)),
-                ("latent standardisation", _same(m.latent_mean, first.latent_mean) and _same(m.latent_std, first.latent_std)),
+                ("action bounds", _close(m.action_low, first.action_low) and _close(m.action_high, first.action_high)),
+                ("latent standardisation (one has it, one not)", (m.latent_mean is None) == (first.latent_mean is None)),
                 ("env_id", m.meta.get("env_id") == first.meta.get("env_id")),
             ) if not ok]
             enc = m.encoder.state_dict()
@@ -71,8 +75,21 @@ class EnsembleWorldModel:
         """uint8 [B,T,H,W,3] -> latents [B,T,N,D] (the members share the encoder)."""
         return self.members[0].encode(frames, chunk_size)
 
+    def _to_member(self, k: int, z: Tensor) -> Tensor:
+        """Latents [...,N,D] in member 0's standardisation -> member k's (identity without stats)."""
+        m0, mk = self.members[0], self.members[k]
+        if k == 0 or mk.latent_mean is None:
+            return z
+        return (z * m0.latent_std + m0.latent_mean - mk.latent_mean) / mk.latent_std
+
+    def _from_member(self, k: int, z: Tensor) -> Tensor:
+        m0, mk = self.members[0], self.members[k]
+        if k == 0 or mk.latent_mean is None:
+            return z
+        return (z * mk.latent_std + mk.latent_mean - m0.latent_mean) / m0.latent_std
+
     def _combine(self, outs: list[Rollout]) -> Rollout:
-        stack = torch.stack([o.latents.float() for o in outs])  # [K,M,H,N,D]
+        stack = torch.stack([self._from_member(k, o.latents.float()) for k, o in enumerate(outs)])  # [K,M,H,N,D]
         mean = stack.mean(0)
         dis = (stack - mean).pow(2).mean(dim=(0, 3, 4))
         prop = None if outs[0].proprio is None else torch.stack([o.proprio.float() for o in outs]).mean(0)
@@ -81,11 +98,13 @@ class EnsembleWorldModel:
     def rollout(self, ctx_latents: Tensor, ctx_proprio: Tensor | None, actions: Tensor,
                 ctx_actions: Tensor | None = None) -> Rollout:
         """Each member's rollout of actions [M,H,A] from context [B,Tc,N,D] -> their mean and spread."""
-        return self._combine([m.rollout(ctx_latents, ctx_proprio, actions, ctx_actions) for m in self.members])
+        return self._combine([m.rollout(self._to_member(k, ctx_latents), ctx_proprio, actions, ctx_actions)
+                              for k, m in enumerate(self.members)])
 
     def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Rollout:
         """Teacher-forced one-step predictions [M,T,N,D] (member mean) and their spread [M,T]."""
-        return self._combine([m.predict_next(latents, proprio, actions) for m in self.members])
+        return self._combine([m.predict_next(self._to_member(k, latents), proprio, actions)
+                              for k, m in enumerate(self.members)])
 
     def rollout_bytes_per_row(self, horizon: int, ctx_len: int = 1) -> int:
         """Members run one after another; their outputs are kept until combined."""
