@@ -8,10 +8,24 @@ import pytest
 import torch
 
 from tests.conftest import run_script
-from tests.test_world_model import A_ENV, FS, P, random_frames, tiny_encoder
 from wmplan.worldmodel.ensemble import EnsembleWorldModel
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
+from wmplan.worldmodel.vit import ViTConfig, VisionTransformer
 from wmplan.worldmodel.world_model import WorldModel
+
+# own helpers: importing tests/test_world_model.py here would register its test encoder type twice
+IMG, A_ENV, P, FS = 16, 2, 3, 2
+
+
+def tiny_encoder(seed: int = 0) -> VisionTransformer:
+    torch.manual_seed(seed)
+    cfg = ViTConfig(img_size=IMG, patch_size=4, embed_dim=24, depth=1, num_heads=2, mlp_ratio=2.0)
+    return VisionTransformer(cfg).eval().requires_grad_(False)
+
+
+def random_frames(b: int, t: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (b, t, IMG, IMG, 3), dtype=torch.uint8, generator=g)
 
 
 def member(predictor_seed: int, encoder_seed: int = 0, frameskip: int = FS, latent_shift: float | None = None) -> WorldModel:

@@ -8,17 +8,24 @@ import json
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
+import wmplan.config_store  # noqa: F401  (registers the structured configs)
 import wmplan.envs  # noqa: F401  (registers the wmplan/* ids)
 from tests.conftest import ROOT, run_script
-from tests.test_plan_config import TASKS, plan_cfg
 from wmplan.checks import ConfigError
 from wmplan.planners import Goal, PlanContext, build_planner
 from wmplan.planners.analytic import LinearLatentWorldModel
 from wmplan.planners.waypoints import WaypointGraph, load_waypoint_bank, render_states
 from wmplan.worldmodel.data import EpisodeDataset
 
+TASKS = sorted(p.stem for p in (ROOT / "configs" / "task").glob("*.yaml"))
 STEP = 25  # intensity levels per waypoint step (latent = mean intensity / 255)
+
+
+def plan_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose(config_name="plan", overrides=list(overrides))
 
 
 def corridor() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
