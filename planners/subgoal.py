@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import ConfigError, Goal, check_choice, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_number
+from .base import (
+    ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_choice, check_number,
+)
 from .registry import build_planner, register_planner
 from .waypoints import WaypointBank, WaypointGraph, load_waypoint_bank, render_states
 
@@ -130,12 +132,14 @@ class SubgoalPlanner(Planner):
             prop = torch.where(keep[:, None], goal.proprio, bank_p)
         return Goal(lat, prop), np.where(final, -1, nodes), final
 
-    def engaged(self, distance: np.ndarray) -> np.ndarray:
-        """Which envs follow the waypoint path this replan, from their latent distances to the
-        goal [B] (waypoint-step units); updates the per-env progress record (engage=stall)."""
+    def engaged(self, current: Tensor, goal: Goal, unit: float) -> np.ndarray:
+        """Which envs follow the waypoint path this replan [B] bool. engage=stall: from each env's
+        latent distance to its goal (current [B,N,D], in waypoint-step units ``unit``), updating
+        the per-env progress record; engage=always: every env, with nothing computed."""
         c, p = self.config, self._progress
         if c.engage == "always":
-            return np.ones(len(distance), bool)
+            return np.ones(current.shape[0], bool)
+        distance = (current.flatten(1).float() - goal.latents.flatten(1).float()).norm(dim=1).cpu().numpy() / unit
         if not p or len(p["best"]) != len(distance):
             self._progress = {"best": distance.copy(), "stalled": np.zeros(len(distance), int),
                               "engaged": np.zeros(len(distance), bool)}
@@ -150,9 +154,7 @@ class SubgoalPlanner(Planner):
              generator: Any = None, horizon: int | None = None) -> PlanResult:
         """Plan actions [B,H,A] towards each env's next subgoal (see the module docstring)."""
         current = context.latents[:, -1]
-        g = self.graph(world_model)
-        distance = (current.flatten(1).float() - goal.latents.flatten(1).float()).norm(dim=1).cpu().numpy() / g.unit
-        use = self.engaged(distance)
+        use = self.engaged(current, goal, self.graph(world_model).unit)
         sub, nodes, final = self.subgoals(world_model, current, goal, direct=~use)
         result = self.inner.plan(world_model, context, sub, init, generator, horizon)
         stats = dict(result.stats or {})

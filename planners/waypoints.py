@@ -20,7 +20,6 @@ of reachable waypoints (search on the replay buffer, as in SoRB and HWM's high l
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +50,6 @@ class WaypointBank:
     stride: int
     env_id: str
     path: str = ""
-    sha256: str = ""
 
     def __len__(self) -> int:
         return int(len(self.episode_ids))
@@ -97,7 +95,7 @@ def load_waypoint_bank(spec: str | Path) -> WaypointBank:
     check_number(stride, "stride", f"waypoint bank {path}", low=1, integer=True)
     return WaypointBank(None if states is None else states.astype(np.float64), frames, d["proprio"].astype(np.float32),
                         d["episode_ids"].astype(np.int64), d["steps"].astype(np.int64), stride, str(d["env_id"]),
-                        str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+                        str(path))
 
 
 def render_states(env_id: str, env_kwargs: Mapping[str, Any], states: np.ndarray) -> np.ndarray:
@@ -149,8 +147,7 @@ class WaypointGraph:
         adj = coo_matrix((cost[keep_e], (rows[keep_e], cols[keep_e])), shape=(w, w)).tocsr()
         self.dist, self.pred = shortest_path(adj, method="D", directed=True, return_predecessors=True)
         self.latents = z
-        self.unit, self.tau = unit, tau
-        self.num_links = int(keep.sum())
+        self.unit = unit  # median one-step latent distance: the graph's cost unit
 
     def match(self, current: Tensor, goal: Tensor, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(start [B], goal [B]) nodes for current latents [B,F] and goal latents [B,F].

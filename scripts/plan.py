@@ -32,10 +32,10 @@ from wmplan.planners import build_energy, build_planner
 from wmplan.planners.evaluator import EvalConfig, evaluate
 from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
+from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
 from wmplan.worldmodel.vjepa2 import load_official_world_model, official_action_box
-from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
 from wmplan.worldmodel.world_model import WorldModel
 
 VJEPA2 = "vjepa2:"  # world_model=vjepa2:<path>: an official V-JEPA 2-AC file (vjepa2-ac-vitg.pt or its layout)
