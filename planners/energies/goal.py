@@ -12,6 +12,7 @@ from ...checks import ConfigError, check_finite, check_number
 from .base import Energy, register_energy
 
 METRICS = ("l1", "l2", "cosine")
+STEPS = ("last", "all", "min")
 
 
 def latent_distance(pred: Tensor, goal: Tensor, metric: str) -> Tensor:
@@ -36,7 +37,9 @@ class GoalEnergy(Energy):
 
     steps="last": distance at t = H-1. steps="all": weighted mean over t of the per-step
     distance, ``step_weights`` None (uniform) | "linear" (w_t ∝ t+1, later steps count more)
-    | a list of H floats; weights are normalised to sum to 1.
+    | a list of H floats; weights are normalised to sum to 1. steps="min": the smallest
+    per-step distance (the goal reached at any step counts, as success is tested at every
+    step; a plan may pass near the goal early without being pulled there in a straight line).
     ``proprio_weight`` > 0 adds that weight times the proprio distance (L1 mean for
     metric="l1", else squared L2 mean), on the same steps; needs predicted and goal proprio.
     """
@@ -50,8 +53,8 @@ class GoalEnergy(Energy):
     ):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
-        if steps not in ("last", "all"):
-            raise ValueError(f"steps must be 'last' or 'all', got {steps!r}")
+        if steps not in STEPS:
+            raise ValueError(f"steps must be one of {STEPS}, got {steps!r}")
         check_number(proprio_weight, "proprio_weight", "energy term 'goal'", low=0)
         if step_weights is not None and not isinstance(step_weights, str):
             sw = [float(w) for w in step_weights]
@@ -81,13 +84,15 @@ class GoalEnergy(Energy):
         """[M,T] per-step distances -> [M] (T is 1 for steps='last')."""
         if self.steps == "last":
             return d[:, -1]
+        if self.steps == "min":
+            return d.amin(dim=1)
         return d @ self._weights(d.shape[1], d)
 
     def __call__(self, rollout: Any, goal: Any, actions: Tensor, extras: dict[str, Any]) -> Tensor:
         pred = rollout.latents
         if self.steps == "last":
             pred = pred[:, -1:]  # only the last step is needed
-        e = self._reduce(latent_distance(pred, goal.latents, self.metric))
+        d = latent_distance(pred, goal.latents, self.metric)  # [M,T]
         if self.proprio_weight > 0:
             pp, gp = getattr(rollout, "proprio", None), getattr(goal, "proprio", None)
             if pp is None or gp is None:
@@ -96,5 +101,5 @@ class GoalEnergy(Energy):
                 pp = pp[:, -1:]
             diff = pp - gp.unsqueeze(1)
             dp = diff.abs().mean(-1) if self.metric == "l1" else diff.pow(2).mean(-1)
-            e = e + self.proprio_weight * self._reduce(dp)
-        return e
+            d = d + self.proprio_weight * dp  # per step, so steps="min" picks one step for both terms
+        return self._reduce(d)
