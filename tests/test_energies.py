@@ -37,6 +37,20 @@ def test_l1_l2_last_and_all():
     assert GoalEnergy("l1", "all", [0.0, 1.0])(r, g, a, {}).item() == pytest.approx(2.0)
 
 
+def test_min_over_steps():
+    r, g = _roll()
+    a = torch.zeros(1, 2, 1)
+    # the closest step counts: step 0 (L1 0.5, L2 0.5), not the last
+    assert GoalEnergy("l1", "min")(r, g, a, {}).item() == pytest.approx(0.5)
+    assert GoalEnergy("l2", "min")(r, g, a, {}).item() == pytest.approx(0.5)
+    # with proprio the two terms are summed per step before the min: step0 0.5 + 1.0, step1 2 + 0
+    r.proprio = torch.tensor([[[0.0], [1.0]]])
+    g.proprio = torch.tensor([[1.0]])
+    assert GoalEnergy("l1", "min", proprio_weight=1.0)(r, g, a, {}).item() == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="steps must be one of"):
+        GoalEnergy("l1", "first")
+
+
 def test_cosine():
     r, g = _roll()
     a = torch.zeros(1, 2, 1)
