@@ -161,3 +161,18 @@ def test_collect_gym_shorthand_end_to_end(tmp_path):
     bad = run_script("collect.py", "env=gym:Pushr-v5", f"out_dir={tmp_path / 'bad'}", timeout=60, check=False)
     assert bad.returncode == 2 and "Pushr-v5" in bad.stderr and "Pusher-v5" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_collect_default_out_dir_is_one_folder_per_env():
+    """Each gym:<id> collects into its own default folder; wmplan envs keep data/<env id>."""
+    from hydra import compose, initialize_config_dir
+
+    def out_dir(*overrides: str) -> str:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            return str(compose(config_name="collect", overrides=list(overrides)).out_dir)
+
+    args = [rewrite_gym_env([f"env=gym:{i}"], ENV_DIR) for i in ("Pusher-v5", "InvertedPendulum-v5")]
+    dirs = [out_dir(*a) for a in args]
+    assert dirs == ["data/gym/Pusher-v5", "data/gym/InvertedPendulum-v5"]
+    assert out_dir("env=push_t") == "data/wmplan/PushT-v0"
+    assert out_dir("env=gym", "env.kwargs.inner=Pusher-v5", "out_dir=/tmp/x") == "/tmp/x"
