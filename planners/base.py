@@ -178,6 +178,11 @@ class Planner(ABC):
         planner that needs facts of the task (the subgoal planner renders its waypoint bank)
         overrides it; the others need nothing."""
 
+    def describe(self) -> dict[str, Any]:
+        """Files and facts this planner read beyond its config, for the run summary (the subgoal
+        planner: its waypoint bank and the bank's sha256); {} for the others."""
+        return {}
+
     def reset(self) -> None:
         """Forget warm-start state (call at episode start)."""
         self._warm = {}

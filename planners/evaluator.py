@@ -277,7 +277,7 @@ def evaluate(
     rows = [kept[s.seed] if s.seed in kept else new[s.seed] for s in specs]  # episode order
     summary = summarize(rows)
     summary.update({
-        "goals": goals.protocol, **goals.describe(), "env_id": env_id, "seeds": [s.seed for s in specs], "batched_envs": n_envs,
+        "goals": goals.protocol, **goals.describe(), **planner.describe(), "env_id": env_id, "seeds": [s.seed for s in specs], "batched_envs": n_envs,
         "replan_every": replan_every, "vector": resolve_vector(cfg.vector), "wall_time_s": time.time() - t0,
         "peak_rss_mb": memory, "resumed_episodes": len(kept),
     })

@@ -85,6 +85,9 @@ class SubgoalPlanner(Planner):
         self._frames: np.ndarray | None = self.bank.frames
         self._progress: dict[str, np.ndarray] = {}  # engage=stall, per env: best distance, stalled replans, engaged
 
+    def describe(self) -> dict[str, Any]:
+        return {"waypoint_bank": self.bank.path, "waypoint_bank_sha256": self.bank.sha256}
+
     def prepare(self, env_id: str, env_kwargs: Mapping[str, Any]) -> None:
         """Check the bank was recorded in ``env_id``; render a bank of states with the run's env
         settings (camera, image size), so its frames look like the run's observations."""

@@ -20,6 +20,7 @@ of reachable waypoints (search on the replay buffer, as in SoRB and HWM's high l
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class WaypointBank:
     stride: int
     env_id: str
     path: str = ""
+    sha256: str = ""  # of the file's bytes, recorded in the run summary
 
     def __len__(self) -> int:
         return int(len(self.episode_ids))
@@ -95,7 +97,7 @@ def load_waypoint_bank(spec: str | Path) -> WaypointBank:
     check_number(stride, "stride", f"waypoint bank {path}", low=1, integer=True)
     return WaypointBank(None if states is None else states.astype(np.float64), frames, d["proprio"].astype(np.float32),
                         d["episode_ids"].astype(np.int64), d["steps"].astype(np.int64), stride, str(d["env_id"]),
-                        str(path))
+                        str(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def render_states(env_id: str, env_kwargs: Mapping[str, Any], states: np.ndarray) -> np.ndarray:

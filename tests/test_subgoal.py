@@ -3,6 +3,7 @@ right subgoal (and the goal itself once it is near), banks are checked, and a ba
 scripts/make_waypoint_bank.py from a real dataset renders and plans through scripts/plan.py."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -145,4 +146,7 @@ def test_bank_from_a_real_dataset_renders_its_frames_and_plans(tiny_dataset, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["planner"]["name"] == "subgoal" and summary["episodes"] == 2
     assert summary["config"]["planner"]["bank"] == str(bank_path)
+    # the summary records which bank's bytes were used (a rebuilt bank at the same path differs)
+    assert summary["waypoint_bank"] == str(bank_path)
+    assert summary["waypoint_bank_sha256"] == hashlib.sha256(bank_path.read_bytes()).hexdigest() == bank.sha256
     assert (ROOT / "planners" / "waypoint_banks").is_dir()
