@@ -269,7 +269,7 @@ class Planner(ABC):
             total, terms = torch.cat(totals), {k: torch.cat(v) for k, v in parts.items()}
         return total.reshape(b, s), {k: v.reshape(b, s) for k, v in terms.items()}
 
-    def rows_per_call(self, world_model: WorldModelLike, context: PlanContext, horizon: int) -> int:
+    def rows_per_call(self, world_model: WorldModelLike, context: PlanContext, horizon: int, grad: bool = False) -> int:
         """Most rollout rows one ``_evaluate`` call may score at once (a huge number without a budget).
 
         bytes/row = the world model's ``rollout_bytes_per_row(horizon, context_len)`` (optional,
@@ -277,20 +277,40 @@ class Planner(ABC):
         row holds (the fp32 rollout and one [H,N,D] temporary of the energy, the goal row).
         The world model's per-call part (``rollout_bytes_fixed``, optional, 0 without it) comes
         off the budget first. A budget below one row still scores one row per call.
+        ``grad=True``: rows of one backward pass, which keeps the graph: the world model's
+        ``gradient_bytes_per_row`` / ``gradient_bytes_fixed`` when it has them, else
+        ``GRAPH_FACTOR`` times the no-grad estimates.
         """
         if self.config.memory_budget_mb is None:
             return 1 << 62
-        fixed = getattr(world_model, "rollout_bytes_fixed", None)
-        free = self.config.memory_budget_mb * 2**20 - (0 if fixed is None else int(fixed(horizon, context.latents.shape[1])))
-        return max(1, int(free // row_bytes(world_model, context, horizon)))
+        fixed = _estimate(world_model, "fixed", horizon, context.latents.shape[1], grad)
+        free = self.config.memory_budget_mb * 2**20 - fixed
+        return max(1, int(free // row_bytes(world_model, context, horizon, grad)))
 
 
-def row_bytes(world_model: WorldModelLike, context: PlanContext, horizon: int) -> int:
+# Without a world model's own gradient estimate: a backward pass keeps every block's activations.
+GRAPH_FACTOR = 8
+
+
+def _estimate(world_model: WorldModelLike, part: str, horizon: int, ctx_len: int, grad: bool) -> int | None:
+    """The world model's optional byte estimate ``part`` ("per_row" | "fixed"): None (per_row) or 0 (fixed) without one."""
+    fn = getattr(world_model, f"gradient_bytes_{part}", None) if grad else None
+    own = None if fn is None else fn(horizon, ctx_len)  # a world model may answer None: no estimate
+    if own is not None:
+        return int(own)
+    fn = getattr(world_model, f"rollout_bytes_{part}", None)
+    if fn is None:
+        return None if part == "per_row" else 0
+    return int(fn(horizon, ctx_len)) * (GRAPH_FACTOR if grad else 1)
+
+
+def row_bytes(world_model: WorldModelLike, context: PlanContext, horizon: int, grad: bool = False) -> int:
     """Estimated peak bytes one rollout row costs a planner: world model + energy (see ``rows_per_call``)."""
     n, d = context.latents.shape[-2:]
     out = 4 * horizon * n * d  # one fp32 [H,N,D]
-    estimate = getattr(world_model, "rollout_bytes_per_row", None)
-    model = int(estimate(horizon, context.latents.shape[1])) if estimate is not None else 2 * out
+    model = _estimate(world_model, "per_row", horizon, context.latents.shape[1], grad)
+    if model is None:
+        model = 2 * out * (GRAPH_FACTOR if grad else 1)
     return model + 2 * out + 4 * n * d
 
 

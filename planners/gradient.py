@@ -16,6 +16,11 @@ final shooting rollout of every restart, so the reported energy is dynamically c
 
 Adam is written out (a few tensor ops, no optimizer object): no host syncs, per-element
 state, step sizes in units of the action half-range.
+
+With ``memory_budget_mb`` the rows are scored and back-propagated in chunks, one backward
+pass each (rows are independent, so the gradients are the same). A chunk holds its autograd
+graph; its rows come from ``rows_per_call(..., grad=True)`` (the world model's
+``gradient_bytes_*`` estimates).
 """
 from __future__ import annotations
 
@@ -26,10 +31,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..protocols import row_chunks
 from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
-    Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number,
+    Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number, slice_context,
 )
+
 from .registry import register_planner
 
 
@@ -111,7 +118,7 @@ class GradientPlanner(Planner):
             else:
                 x, best, trace = self._shoot(world_model, context, goal_m, x, setup)
         # final (dynamically consistent) evaluation of the last iterates of every restart
-        total, _ = self._energy(world_model, context, goal_m, x)
+        total = self._evaluate(world_model, context, goal_m, x.reshape(b, r, h, setup.a_dim))[0].reshape(-1)
         if best is not None:
             best.update(x, total)
             rows_a, rows_e = best.actions, best.energy
@@ -132,15 +139,32 @@ class GradientPlanner(Planner):
         trace = []
         for i in range(c.iterations):
             f = _lr_factor(c, i)
-            x = x.detach().requires_grad_(True)
-            total, _ = self._energy(wm, context, goal_m, x)
-            _check_grad(total)
-            (grad,) = torch.autograd.grad(total.sum(), x)
+            total, grad = self._energy_and_grad(wm, context, goal_m, x)
             with torch.no_grad():
                 best.update(x, total)
                 trace.append(total.detach())
                 x = self._project(x - f * c.lr * setup.scale * adam.direction(grad), setup.low, setup.high)
         return x.detach(), best, trace
+
+    def _grad_chunks(self, wm: WorldModelLike, context: PlanContext, m: int, h: int) -> list[tuple[int, int, int, int]]:
+        """(b0, b1, r0, r1) chunks of the M = B*R rows for one backward pass each (one chunk without a budget)."""
+        b = context.batch
+        rows = self.rows_per_call(wm, context, h, grad=True)
+        return [(0, b, 0, m)] if rows >= m else row_chunks(b, m // b, rows)
+
+    def _energy_and_grad(self, wm: WorldModelLike, context: PlanContext, goal_m: Goal, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [M,H,A] -> (energy [M], d energy / d x [M,H,A]), in the budget's chunks."""
+        chunks = self._grad_chunks(wm, context, x.shape[0], x.shape[1])
+        totals, grads = [], []
+        for b0, b1, r0, r1 in chunks:
+            xc = x[r0:r1].detach().requires_grad_(True)
+            ctx = context if len(chunks) == 1 else slice_context(context, b0, b1)
+            t, _ = self._energy(wm, ctx, goal_m.rows(r0, r1) if len(chunks) > 1 else goal_m, xc)
+            _check_grad(t)
+            (g,) = torch.autograd.grad(t.sum(), xc)
+            totals.append(t.detach())
+            grads.append(g)
+        return torch.cat(totals), torch.cat(grads)
 
     # ------------------------------------------------------------------ collocation
     def _collocate(
@@ -149,9 +173,13 @@ class GradientPlanner(Planner):
         """Adam on actions x [M,H,A] and states z_1..z_{H-1} -> (last actions [M,H,A], energies [M] per iteration)."""
         c = self.config
         m, h = x.shape[0], x.shape[1]
-        with torch.no_grad():
-            init_roll = self._rollout(wm, context, x)
         s = m // context.batch
+        with torch.no_grad():  # the initial states, in the budget's no-grad chunks
+            rows = self.rows_per_call(wm, context, h)
+            spans = row_chunks(context.batch, s, rows) if rows < m else [(0, context.batch, 0, m)]
+            parts = [self._rollout(wm, slice_context(context, b0, b1), x[r0:r1]) for b0, b1, r0, r1 in spans]
+            init_roll = Rollout(torch.cat([q.latents for q in parts]),
+                                None if parts[0].proprio is None else torch.cat([q.proprio for q in parts]))
         z0 = context.latents[:, -1:].repeat_interleave(s, 0)  # [M,1,N,D]
         z = init_roll.latents[:, : h - 1].detach().clone()  # decision states z_1..z_{H-1}
         use_p = context.proprio is not None
@@ -161,36 +189,51 @@ class GradientPlanner(Planner):
         p = init_roll.proprio[:, : h - 1].detach().clone() if use_p else None
         opt_x, opt_z = _Adam(x, c.beta1, c.beta2), _Adam(z, c.beta1, c.beta2)
         opt_p = _Adam(p, c.beta1, c.beta2) if use_p else None
+        chunks = self._grad_chunks(wm, context, m, h)
         trace = []
         for i in range(c.iterations):
             f = _lr_factor(c, i)
-            x = x.detach().requires_grad_(True)
-            z = z.detach().requires_grad_(True)
-            leaves = [x, z]
-            if use_p:
-                p = p.detach().requires_grad_(True)
-                leaves.append(p)
-            seq = torch.cat([z0, z], 1)  # [M,H,N,D] = z_0..z_{H-1}
-            pseq = torch.cat([p0, p], 1) if use_p else None
-            pred = self._predict_next(wm, seq, pseq, x)
-            roll = Rollout(
-                torch.cat([z, pred.latents[:, -1:]], 1),
-                torch.cat([p, pred.proprio[:, -1:]], 1) if use_p else None,
-                pred.disagreement,  # ensemble spread of each teacher-forced prediction, [M,H] | None
-            )
-            extras = {"jepa_pred": pred.latents[:, :-1], "jepa_target": z}
-            if use_p:
-                extras["jepa_pred_proprio"], extras["jepa_target_proprio"] = pred.proprio[:, :-1], p
-            total, _ = self.energy.evaluate(roll, goal_m, x, extras)
-            _check_grad(total)
-            grads = torch.autograd.grad(total.sum(), leaves)
+            totals, grads = [], []
+            for _, _, r0, r1 in chunks:  # rows are independent: z_0 and p_0 are per row
+                t, g = self._collocation_energy_and_grad(
+                    wm, goal_m.rows(r0, r1) if len(chunks) > 1 else goal_m, x[r0:r1], z[r0:r1], z0[r0:r1],
+                    None if p is None else p[r0:r1], None if p0 is None else p0[r0:r1])
+                totals.append(t)
+                grads.append(g)
+            grads = [torch.cat(parts) for parts in zip(*grads)]
             with torch.no_grad():
-                trace.append(total.detach())
+                trace.append(torch.cat(totals))
                 x = self._project(x - f * c.lr * setup.scale * opt_x.direction(grads[0]), setup.low, setup.high)
                 z = z - f * c.latent_lr * opt_z.direction(grads[1])
                 if use_p:
                     p = p - f * c.latent_lr * opt_p.direction(grads[2])
         return x.detach(), trace
+
+    def _collocation_energy_and_grad(
+        self, wm: WorldModelLike, goal_m: Goal, x: Tensor, z: Tensor, z0: Tensor, p: Tensor | None, p0: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Energy [m] of rows x [m,H,A], z [m,H-1,N,D] (p [m,H-1,P]) and its gradients w.r.t. them."""
+        use_p = p is not None
+        x = x.detach().requires_grad_(True)
+        z = z.detach().requires_grad_(True)
+        leaves = [x, z]
+        if use_p:
+            p = p.detach().requires_grad_(True)
+            leaves.append(p)
+        seq = torch.cat([z0, z], 1)  # [m,H,N,D] = z_0..z_{H-1}
+        pseq = torch.cat([p0, p], 1) if use_p else None
+        pred = self._predict_next(wm, seq, pseq, x)
+        roll = Rollout(
+            torch.cat([z, pred.latents[:, -1:]], 1),
+            torch.cat([p, pred.proprio[:, -1:]], 1) if use_p else None,
+            pred.disagreement,  # ensemble spread of each teacher-forced prediction, [m,H] | None
+        )
+        extras = {"jepa_pred": pred.latents[:, :-1], "jepa_target": z}
+        if use_p:
+            extras["jepa_pred_proprio"], extras["jepa_target_proprio"] = pred.proprio[:, :-1], p
+        total, _ = self.energy.evaluate(roll, goal_m, x, extras)
+        _check_grad(total)
+        return total.detach(), list(torch.autograd.grad(total.sum(), leaves))
 
     def _predict_next(self, wm, seq: Tensor, pseq: Tensor | None, actions: Tensor) -> Rollout:
         """Teacher-forced predictions of z_{t+1} for t = 0..H-1: seq [M,H,N,D] -> Rollout [M,H,...]."""

@@ -55,6 +55,12 @@ class PredictorModel:
     def rollout_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int:
         return self.predictor.rollout_bytes_fixed(horizon, ctx_len)
 
+    def gradient_bytes_per_row(self, horizon: int, ctx_len: int = 1) -> int:
+        return self.predictor.gradient_bytes_per_row(horizon, ctx_len)
+
+    def gradient_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int:
+        return self.predictor.gradient_bytes_fixed(horizon, ctx_len)
+
 
 def _kb(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -82,19 +88,24 @@ def measure(args: argparse.Namespace) -> dict:
     goal = Goal(torch.randn(args.envs, n, LATENT_DIM, generator=g))
     cfg = {"name": "cem", "samples": args.samples, "elites": max(2, args.samples // 8), "iterations": 1,
            "horizon": args.horizon, "memory_budget_mb": None if args.no_budget else args.budget_mb}
+    if args.planner == "gradient":  # backward passes hold the graph: rows per call / gradient.GRAPH_FACTOR
+        cfg = {"name": "gradient", "samples": args.samples, "iterations": 1, "horizon": args.horizon,
+               "memory_budget_mb": cfg["memory_budget_mb"]}
     planner = build_planner(cfg, energy={"goal": {"metric": "l1"}})
-    build_planner({**cfg, "samples": 2, "elites": 1}).plan(wm, PlanContext(ctx.latents[:1]), Goal(goal.latents[:1]))
-    calls: list[int] = []
+    warm = {**cfg, "samples": 2, **({"elites": 1} if args.planner == "cem" else {})}
+    build_planner(warm, energy={"goal": {"metric": "l1"}}).plan(wm, PlanContext(ctx.latents[:1]), Goal(goal.latents[:1]))
+    grad = args.planner == "gradient"
+    calls: list[int] = []  # rows of the calls the estimate below is for (grad-carrying ones for the gradient planner)
     inner = wm.rollout
-    wm.rollout = lambda c, p, a: calls.append(int(a.shape[0])) or inner(c, p, a)  # type: ignore[method-assign]
+    wm.rollout = lambda c, p, a: (calls.append(int(a.shape[0])) if not grad or a.requires_grad else None) or inner(c, p, a)  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     base = _kb("VmRSS")
     t0 = time.perf_counter()
     res = planner.plan(wm, ctx, goal, generator=torch.Generator().manual_seed(1))
     wall = time.perf_counter() - t0
     peak = _kb("VmHWM") - base
-    per_row = row_bytes(wm, ctx, args.horizon)
-    fixed = wm.rollout_bytes_fixed(args.horizon)
+    per_row = row_bytes(wm, ctx, args.horizon, grad=grad)
+    fixed = wm.gradient_bytes_fixed(args.horizon) if grad else wm.rollout_bytes_fixed(args.horizon)
     return {"budget_mb": cfg["memory_budget_mb"], "rows": args.envs * args.samples, "rows_per_call": max(calls),
             "calls": len(calls), "bytes_per_row_est": per_row, "peak_mb": peak / 2**20,
             "est_mb": (fixed + max(calls) * per_row) / 2**20, "plan_s": wall, "energy_sum": float(res.energy.sum())}
@@ -123,6 +134,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--horizon", type=int, default=2)
     p.add_argument("--budget-mb", type=float, default=160.0)
+    p.add_argument("--planner", choices=("cem", "gradient"), default="cem",
+                   help="cem (no-grad scoring) or gradient (chunked backward passes, 1 Adam iteration)")
     p.add_argument("--target-budget-mb", type=float, default=8192.0, help="budget for the extrapolated target row")
     p.add_argument("--cpu-chunking", action="store_true",
                    help="keep the predictor's CPU-only row chunking (4096 tokens per step); off by default so the "
@@ -133,7 +146,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args)))
         return
-    common = ["--cpu-chunking"] * args.cpu_chunking + ["--grid", str(args.grid), "--envs", str(args.envs), "--samples", str(args.samples), "--horizon", str(args.horizon)]
+    common = ["--cpu-chunking"] * args.cpu_chunking + ["--planner", args.planner, "--grid", str(args.grid), "--envs", str(args.envs), "--samples", str(args.samples), "--horizon", str(args.horizon)]
     rows = []
     for extra in (["--no-budget"], ["--budget-mb", str(args.budget_mb)]):
         cmd = [sys.executable, __file__, "--one", *common, *extra]
@@ -141,7 +154,7 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(f"S-preset predictor, {args.grid * args.grid} tokens/frame, B={args.envs} x {args.samples} samples, "
-          f"horizon {args.horizon}, CEM 1 iteration, fp32 CPU, torch {torch.__version__}, "
+          f"horizon {args.horizon}, {'CEM' if args.planner == 'cem' else 'gradient planner'} 1 iteration, fp32 CPU, torch {torch.__version__}, "
           f"predictor CPU chunking {'on' if args.cpu_chunking else 'off (as on CUDA)'}")
     print("| memory_budget_mb | rows per call | calls | est. MiB per call | peak MiB (RSS above start) | plan s |")
     print("|---|---|---|---|---|---|")

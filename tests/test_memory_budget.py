@@ -106,3 +106,43 @@ def test_goal_rows_are_lazy_and_slice_without_copies():
 def test_budget_is_range_checked(bad):
     with pytest.raises(ConfigError, match="memory_budget_mb"):
         build_planner({"name": "cem", "memory_budget_mb": bad})
+
+
+@pytest.mark.parametrize("collocation", [False, True])
+def test_gradient_planner_backprops_in_budgeted_chunks(collocation):
+    """The gradient planner's backward passes are chunked by the budget too, with the world
+    model's gradient estimates (autograd keeps the graph): the same plan, and no call above the
+    rows the budget allows it."""
+    wm = tiny_world_model(proprio=True, ensemble=2).eval()
+    b, h = 3, 3
+    ctx, goal = _problem(wm, b)
+    grad_row, grad_fixed = row_bytes(wm, ctx, h, grad=True), wm.gradient_bytes_fixed(h)
+    assert grad_row > row_bytes(wm, ctx, h) and grad_fixed > wm.rollout_bytes_fixed(h)
+    budget = (grad_fixed + 5 * grad_row) / 2**20  # 5 rows per backward pass, 8 restarts per env
+    no_grad_rows = int((budget * 2**20 - wm.rollout_bytes_fixed(h)) // row_bytes(wm, ctx, h))
+    cfg = {"name": "gradient", "samples": 8, "iterations": 3, "horizon": h, "collocation": collocation}
+    energy = {"goal": {"metric": "l1"}, **({"jepa_residual": {"weight": 10.0, "metric": "l2"}} if collocation else {})}
+
+    class GradCounting(CountingModel):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.grad_rows = []
+
+        def rollout(self, ctx, ctx_proprio, actions, **kw):
+            if torch.is_grad_enabled() and actions.requires_grad:
+                self.grad_rows.append(int(actions.shape[0]))
+            return super().rollout(ctx, ctx_proprio, actions, **kw)
+
+        def predict_next(self, latents, proprio, actions):
+            self.grad_rows.append(int(actions.shape[0]))
+            return self.inner.predict_next(latents, proprio, actions)
+
+    ref_wm, wm_c = GradCounting(wm), GradCounting(wm)
+    r0 = build_planner(cfg, energy=energy).plan(ref_wm, ctx, goal, generator=torch.Generator().manual_seed(1))
+    r1 = build_planner({**cfg, "memory_budget_mb": budget}, energy=energy).plan(
+        wm_c, ctx, goal, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(r1.actions, r0.actions, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r1.energy, r0.energy, atol=1e-5, rtol=0)
+    assert max(ref_wm.grad_rows) == b * 8 and 3 <= max(wm_c.grad_rows) <= 5, (ref_wm.grad_rows, wm_c.grad_rows)
+    assert 5 < max(wm_c.rows) <= no_grad_rows  # the no-grad calls keep their larger share
+    assert sum(wm_c.grad_rows) == sum(ref_wm.grad_rows)  # same rows, only split

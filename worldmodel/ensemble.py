@@ -112,3 +112,12 @@ class EnsembleWorldModel:
 
     def rollout_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int:
         return max(m.rollout_bytes_fixed(horizon, ctx_len) for m in self.members)
+
+    def gradient_bytes_per_row(self, horizon: int, ctx_len: int = 1) -> int | None:
+        """Every member's graph is kept until the backward pass (None if a member has no estimate)."""
+        parts = [m.gradient_bytes_per_row(horizon, ctx_len) for m in self.members]
+        return None if None in parts else sum(parts)
+
+    def gradient_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int | None:
+        parts = [m.gradient_bytes_fixed(horizon, ctx_len) for m in self.members]
+        return None if None in parts else sum(parts)

@@ -493,5 +493,24 @@ class ACPredictor(nn.Module):
         E = c.embed_dim
         return int(it * (3 * G * E * 3 * E + 2 * int(horizon) * G * (E // c.num_heads)))
 
+    def gradient_bytes_per_row(self, horizon: int, ctx_len: int = 1, itemsize: int | None = None) -> int:
+        """Estimated peak bytes per action row of a :meth:`rollout` that is back-propagated (the
+        gradient planner): the no-grad estimate plus what autograd keeps for the backward pass,
+        every block's step activations ``L*H * G*E*(11 + 2*mlp_ratio)`` and attention scores
+        ``L*H * 2*heads*G*(H*G + (Tc-1)*G)`` (fp32)."""
+        c, G, H = self.config, self.group, int(horizon)
+        it = itemsize or next(self.parameters()).element_size()
+        kept = c.depth * H * G * c.embed_dim * (11 + 2 * c.mlp_ratio)
+        scores = 4 * 2 * c.num_heads * G * (H * G + max(0, ctx_len - 1) * G) * c.depth * H
+        return self.rollout_bytes_per_row(horizon, ctx_len, itemsize) + int(it * kept + scores)
+
+    def gradient_bytes_fixed(self, horizon: int, ctx_len: int = 1, itemsize: int | None = None) -> int:
+        """Per-call bytes of a back-propagated :meth:`rollout`: autograd keeps every block's
+        per-step RoPE-folded qkv weights ``L*H * G*E*3E`` (the matmuls need them for the input
+        gradient) on top of :meth:`rollout_bytes_fixed`."""
+        c, G, E = self.config, self.group, self.config.embed_dim
+        it = itemsize or next(self.parameters()).element_size()
+        return self.rollout_bytes_fixed(horizon, ctx_len, itemsize) + int(it * c.depth * int(horizon) * G * E * 3 * E)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -247,6 +247,17 @@ class WorldModel(nn.Module):
         estimate = getattr(self.predictor, "rollout_bytes_fixed", None)
         return 0 if estimate is None else int(estimate(horizon, ctx_len))
 
+    def gradient_bytes_per_row(self, horizon: int, ctx_len: int = 1) -> int | None:
+        """Peak bytes per row of a back-propagated rollout (the gradient planner's budget); None
+        when the predictor has no estimate (planners then scale the no-grad one)."""
+        estimate = getattr(self.predictor, "gradient_bytes_per_row", None)
+        return None if estimate is None else int(estimate(horizon, ctx_len))
+
+    def gradient_bytes_fixed(self, horizon: int, ctx_len: int = 1) -> int | None:
+        """Per-call bytes of a back-propagated rollout; None when the predictor has no estimate."""
+        estimate = getattr(self.predictor, "gradient_bytes_fixed", None)
+        return None if estimate is None else int(estimate(horizon, ctx_len))
+
     def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Rollout:
         """Teacher-forced one-step predictions (``TeacherForcedModel`` protocol).
 
