@@ -133,6 +133,16 @@ def print_rows(rows: list[dict]) -> None:
         print(" ".join(cells))
 
 
+def task_label(task: str | None, env_choice: str | None) -> str | None:
+    """The task the run measured: ``task`` when its config's env is the env that ran, else None
+    (``env=push_t`` without ``task=`` keeps the default task's other settings, not its name)."""
+    if task is None:
+        return None
+    defaults = OmegaConf.load(Path(__file__).resolve().parent.parent / "configs" / "task" / f"{task}.yaml").get("defaults", [])
+    task_env = next((v for d in defaults if isinstance(d, DictConfig) for k, v in d.items() if k.endswith("/env")), None)
+    return task if task_env in (None, env_choice) else None
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="plan")
 def main(cfg: DictConfig) -> None:
     # A launcher that runs the job in another process (hydra/launcher=submitit_local or slurm)
@@ -152,7 +162,7 @@ def main(cfg: DictConfig) -> None:
     eval_cfg = EvalConfig(**{f.name: config[f.name] for f in dataclasses.fields(EvalConfig)})
     eval_cfg.validate()  # before anything is written to the run folder
     goals = goal_source(cfg)
-    task = hc.runtime.choices.get("task")
+    task = task_label(hc.runtime.choices.get("task"), hc.runtime.choices.get("env"))
     print(f"[plan] task {task} ({cfg.env.id}): {cfg.episodes} episodes, up to {cfg.num_envs} envs per batched plan, "
           f"world model {model_path} ({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), "
           f"planner {planner.name} (horizon {cfg.planner.horizon} predictor steps), energy {planner.energy!r}, "

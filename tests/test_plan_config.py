@@ -103,3 +103,12 @@ def test_model_configs_take_their_defaults_from_the_dataclasses():
         assert cfg.encoder.type == "vit" and cfg.encoder.abs_pos_embed is True and cfg.encoder.patch_size == 8
         with pytest.raises(Exception, match="embed_dm"):
             compose(config_name="train_predictor", overrides=["data_dir=x", "predictor.embed_dm=3"])
+
+
+def test_summary_names_the_task_only_when_its_env_ran(tmp_path):
+    """env=reacher without task= keeps the default task's settings, so the summary names no task."""
+    run_script("plan.py", "env=reacher", "world_model=pretrained:reacher", f"out_dir={tmp_path / 'a'}", *TINY)
+    s = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert s["task"] is None and s["env_id"] == "wmplan/Reacher-v0"
+    run_script("plan.py", "task=reacher", "env=reacher", f"out_dir={tmp_path / 'b'}", *TINY)
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["task"] == "reacher"
