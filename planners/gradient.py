@@ -36,7 +36,6 @@ from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
     Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number, slice_context,
 )
-
 from .registry import register_planner
 
 
