@@ -59,6 +59,6 @@ def test_plan_bundled_reacher_uses_task_energy(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["env_id"] == "wmplan/Reacher-v0" and summary["world_model"].endswith("reacher.pt")
     assert summary["task"] == "reacher" and summary["config"]["planner"]["horizon"] == 2
-    assert summary["config"]["energy"]["goal"]["steps"] == "all" and "steps='all'" in summary["energy_built"]
+    assert summary["config"]["energy"]["goal"]["steps"] == "min" and "steps='min'" in summary["energy_built"]
     assert all(json.loads(l)["steps"] == 5 or json.loads(l)["success"]
                for l in (tmp_path / "episodes.jsonl").read_text().splitlines())
