@@ -256,18 +256,27 @@ class Planner(ABC):
         (``row_chunks``), each with its slice of the context and its own goal rows."""
         b, s = cand.shape[:2]
         flat = cand.reshape(b * s, *cand.shape[2:])
-        rows = self.rows_per_call(world_model, context, cand.shape[2])
-        if rows >= b * s:
+        spans = self.row_spans(world_model, context, s, cand.shape[2])
+        if len(spans) == 1:  # all rows in one call: no slicing (GoalRows would copy its rows)
             total, terms = self._energy(world_model, context, goal_rows, flat)
         else:
             totals, parts = [], {}
-            for b0, b1, r0, r1 in row_chunks(b, s, rows):
+            for b0, b1, r0, r1 in spans:
                 t, tm = self._energy(world_model, slice_context(context, b0, b1), goal_rows.rows(r0, r1), flat[r0:r1])
                 totals.append(t)
                 for k, v in tm.items():
                     parts.setdefault(k, []).append(v)
             total, terms = torch.cat(totals), {k: torch.cat(v) for k, v in parts.items()}
         return total.reshape(b, s), {k: v.reshape(b, s) for k, v in terms.items()}
+
+    def row_spans(
+        self, world_model: WorldModelLike, context: PlanContext, samples: int, horizon: int, grad: bool = False
+    ) -> list[tuple[int, int, int, int]]:
+        """(b0, b1, r0, r1) spans of the B*S rows (contexts b0:b1, rows r0:r1) that one call may
+        take under the budget (``rows_per_call``); the single span (0, B, 0, B*S) when all fit."""
+        b = context.batch
+        rows = self.rows_per_call(world_model, context, horizon, grad)
+        return [(0, b, 0, b * samples)] if rows >= b * samples else row_chunks(b, samples, rows)
 
     def rows_per_call(self, world_model: WorldModelLike, context: PlanContext, horizon: int, grad: bool = False) -> int:
         """Most rollout rows one ``_evaluate`` call may score at once (a huge number without a budget).

@@ -31,7 +31,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..protocols import row_chunks
 from .base import (
     BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
     Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number, slice_context,
@@ -145,15 +144,9 @@ class GradientPlanner(Planner):
                 x = self._project(x - f * c.lr * setup.scale * adam.direction(grad), setup.low, setup.high)
         return x.detach(), best, trace
 
-    def _grad_chunks(self, wm: WorldModelLike, context: PlanContext, m: int, h: int) -> list[tuple[int, int, int, int]]:
-        """(b0, b1, r0, r1) chunks of the M = B*R rows for one backward pass each (one chunk without a budget)."""
-        b = context.batch
-        rows = self.rows_per_call(wm, context, h, grad=True)
-        return [(0, b, 0, m)] if rows >= m else row_chunks(b, m // b, rows)
-
     def _energy_and_grad(self, wm: WorldModelLike, context: PlanContext, goal_m: Goal, x: Tensor) -> tuple[Tensor, Tensor]:
         """x [M,H,A] -> (energy [M], d energy / d x [M,H,A]), in the budget's chunks."""
-        chunks = self._grad_chunks(wm, context, x.shape[0], x.shape[1])
+        chunks = self.row_spans(wm, context, x.shape[0] // context.batch, x.shape[1], grad=True)
         totals, grads = [], []
         for b0, b1, r0, r1 in chunks:
             xc = x[r0:r1].detach().requires_grad_(True)
@@ -174,8 +167,7 @@ class GradientPlanner(Planner):
         m, h = x.shape[0], x.shape[1]
         s = m // context.batch
         with torch.no_grad():  # the initial states, in the budget's no-grad chunks
-            rows = self.rows_per_call(wm, context, h)
-            spans = row_chunks(context.batch, s, rows) if rows < m else [(0, context.batch, 0, m)]
+            spans = self.row_spans(wm, context, s, h)
             parts = [self._rollout(wm, slice_context(context, b0, b1), x[r0:r1]) for b0, b1, r0, r1 in spans]
             init_roll = Rollout(torch.cat([q.latents for q in parts]),
                                 None if parts[0].proprio is None else torch.cat([q.proprio for q in parts]))
@@ -188,7 +180,7 @@ class GradientPlanner(Planner):
         p = init_roll.proprio[:, : h - 1].detach().clone() if use_p else None
         opt_x, opt_z = _Adam(x, c.beta1, c.beta2), _Adam(z, c.beta1, c.beta2)
         opt_p = _Adam(p, c.beta1, c.beta2) if use_p else None
-        chunks = self._grad_chunks(wm, context, m, h)
+        chunks = self.row_spans(wm, context, s, h, grad=True)
         trace = []
         for i in range(c.iterations):
             f = _lr_factor(c, i)
