@@ -21,6 +21,7 @@ of reachable waypoints (search on the replay buffer, as in SoRB and HWM's high l
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,8 @@ def load_waypoint_bank(spec: str | Path) -> WaypointBank:
     if not path.is_file():
         raise ConfigError(f"waypoint bank {path} not found (make one with scripts/make_waypoint_bank.py)")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        raw = path.read_bytes()  # read once: parsed here and hashed for the run summary
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             missing = [k for k in BANK_KEYS if k not in z.files]
             if "states" not in z.files and "frames" not in z.files:
                 missing.append("states or frames")
@@ -97,7 +99,7 @@ def load_waypoint_bank(spec: str | Path) -> WaypointBank:
     check_number(stride, "stride", f"waypoint bank {path}", low=1, integer=True)
     return WaypointBank(None if states is None else states.astype(np.float64), frames, d["proprio"].astype(np.float32),
                         d["episode_ids"].astype(np.int64), d["steps"].astype(np.int64), stride, str(d["env_id"]),
-                        str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+                        str(path), hashlib.sha256(raw).hexdigest())
 
 
 def render_states(env_id: str, env_kwargs: Mapping[str, Any], states: np.ndarray) -> np.ndarray:
