@@ -184,6 +184,9 @@ class GoalTask(gym.Env):
         self._apply_action(action)
         for _ in range(self.substeps):
             mujoco.mj_step(self.model, self.data)
+        # mj_step leaves positions, sites and lights at the state before its last integration: recompute
+        # them for the new state, so the frame and success match render_state (the goal image) of that state
+        mujoco.mj_forward(self.model, self.data)
         info = self._info()
         reward = -float(info["distance"])
         return self._obs(), reward, False, False, info

@@ -82,6 +82,25 @@ def test_determinism_and_goal_image(env_id):
 
 
 @pytest.mark.parametrize("env_id", TASK_IDS)
+def test_frame_after_a_step_is_the_render_of_its_state(env_id):
+    """A stepped observation is the goal image its state would give: the dataset-goal protocol
+    compares the two, and mj_step alone leaves the kinematics one physics substep behind."""
+    env = make(env_id)
+    u = env.unwrapped
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        obs, _, _, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        img, prop = u.render_state(info["state"])
+        np.testing.assert_array_equal(obs["pixels"], img)
+        np.testing.assert_allclose(obs["proprio"], prop, atol=1e-6)
+    # the recorded state as a goal: the task counts it reached at distance zero
+    _, info0 = env.reset(seed=0, options={"state": info["state"], "goal_state": info["state"]})
+    assert info0["distance"] < 1e-3 and info0["success"]  # ArmPush pins the goal cube to the table (z = half size)
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", TASK_IDS)
 def test_image_size_and_bad_camera(env_id):
     env = make(env_id, image_size=32)
     obs, info = env.reset(seed=0)
