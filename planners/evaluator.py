@@ -221,6 +221,7 @@ def evaluate(
     sinks: Sequence[EpisodeSink] = (),
     show_progress: bool = True,
     done_rows: Sequence[dict[str, Any]] = (),
+    trajectories: bool = False,
 ) -> "EvalResult":
     """Plan towards goal images on ``config.episodes`` episodes of ``env_id``.
 
@@ -232,6 +233,9 @@ def evaluate(
     of ``num_envs``; a wave whose every episode has a row is kept, any other wave is run
     again whole, so each wave sees the same batch as in an uninterrupted run and the rows
     come out the same. :func:`resumable_rows` says which rows are kept.
+
+    ``trajectories``: the sinks also get each episode's raw frames, states and actions
+    (``EpisodeResult.trajectory``), e.g. to store the planner's experience as a dataset.
     """
     cfg = config or EvalConfig()
     cfg.validate()
@@ -252,7 +256,7 @@ def evaluate(
         row = episode_row(r)
         for sink in sinks:
             sink.write(r, row)
-        r.frames = []  # streamed out: memory stays bounded by one wave of envs
+        r.frames, r.trajectory = [], None  # streamed out: memory stays bounded by one wave of envs
         n_ok += int(r.success)
         bar.update(1)
         bar.set_postfix(success=n_ok, refresh=False)
@@ -266,7 +270,7 @@ def evaluate(
         planner.prepare(env_id, env_kwargs or {})
         results = run_mpc(vec, world_model, planner, todo, max_steps=int(cfg.max_steps), replan_every=replan_every,
                 context_frames=int(cfg.context_frames), record=bool(cfg.video), on_episode=on_episode,
-                compact=bool(cfg.compact))
+                compact=bool(cfg.compact), record_trajectory=bool(trajectories))
         memory = peak_rss_mb(vec)  # before close: the workers are gone after it
     finally:
         vec.close()

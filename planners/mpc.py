@@ -51,7 +51,10 @@ class EpisodeResult:
     """One episode of MPC. ``plan_times_ms``: wall time of each batched plan call this env
     took part in (planner call + copying actions to host). ``frames``: [H, 2W, 3] uint8 views
     (current frame | goal image), one at reset and one per env step, when recorded.
-    ``metrics``: the task's scalar info entries (at reset; ``final_<key>`` at the last step)."""
+    ``metrics``: the task's scalar info entries (at reset; ``final_<key>`` at the last step).
+    ``trajectory``, when recorded: the raw episode as lists, ``pixels`` uint8 [H,W,3], ``proprio``
+    [P] and ``state`` [S] at reset and after every step (T+1 each), ``action`` [A_env] (T, as
+    executed, clipped to the env's box), ``distance`` and ``success`` after every step (T each)."""
 
     seed: int
     success: bool
@@ -63,6 +66,7 @@ class EpisodeResult:
     frames: list[np.ndarray] = field(default_factory=list)
     reset_options: dict | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    trajectory: dict[str, list] | None = None
 
 
 def as_vector_env(envs: VectorEnv | Sequence[gym.Env]) -> VectorEnv:
@@ -121,6 +125,7 @@ def run_mpc(
     on_episode: Callable[[EpisodeResult], None] | None = None,
     progress: Callable[[dict], None] | None = None,
     compact: bool = True,
+    record_trajectory: bool = False,
 ) -> list[EpisodeResult]:
     """Run the episodes, ``num_envs`` at a time, and return their results in order.
 
@@ -134,7 +139,9 @@ def run_mpc(
     repeated at episode start) and the actions between them (``PlanContext.actions``
     [B,Tc-1,A], zeros before the episode has that many). ``on_episode`` is called with each
     result as its episode ends (stream it out there and drop ``frames`` to bound memory);
-    ``progress`` with a dict after every replan (``event="replan"``).
+    ``progress`` with a dict after every replan (``event="replan"``). ``record_trajectory``
+    keeps each episode's raw frames, proprio, states and actions (``EpisodeResult.trajectory``:
+    the planner's own experience, to train on).
     """
     vec = as_vector_env(envs)
     fs, a_env = _frameskip(world_model, vec.single_action_space)
@@ -149,7 +156,7 @@ def run_mpc(
     for start in range(0, len(episodes), n):
         wave = list(episodes[start : start + n])
         results += _Wave(vec, world_model, planner, wave, max_steps, k, fs, a_env, h, context_frames,
-                         record, on_episode, progress, compact).run()
+                         record, on_episode, progress, compact, record_trajectory).run()
     return results
 
 
@@ -157,11 +164,12 @@ class _Wave:
     """One batch of episodes, env i running ``specs[i]``."""
 
     def __init__(self, vec, world_model, planner, specs, max_steps, k, fs, a_env, h, tc, record, on_episode,
-                 progress, compact):
+                 progress, compact, record_trajectory=False):
         self.vec, self.wm, self.planner, self.specs = vec, world_model, planner, specs
         self.k, self.fs, self.a_env, self.h, self.tc = k, fs, a_env, h, tc
         self.budget = [int(s.max_steps if s.max_steps is not None else max_steps) for s in specs]
         self.record, self.on_episode, self.progress, self.compact = record, on_episode, progress, compact
+        self.record_trajectory = bool(record_trajectory)
         self.dev = torch.as_tensor(world_model.action_low).device
         self.use_proprio = getattr(world_model, "proprio_dim", None) is not None
         space = vec.single_action_space
@@ -212,6 +220,9 @@ class _Wave:
             r.distances.append(r.final_distance)
             if self.record:
                 r.frames.append(_view(obs["pixels"][i], self.goal_imgs[i]))
+            if self.record_trajectory:
+                r.trajectory = {"pixels": [obs["pixels"][i]], "proprio": [obs["proprio"][i]], "state": [info["state"][i]],
+                                "action": [], "distance": [], "success": []}
             self.res.append(r)
         with torch.no_grad():  # not inference_mode: the gradient planner re-enables grad inside
             goal_lat = self.wm.encode(torch.from_numpy(np.stack(self.goal_imgs)[:, None]).to(self.dev))[:, -1]
@@ -290,6 +301,10 @@ class _Wave:
         r.success = bool(info["success"][i])
         if self.record:
             r.frames.append(_view(obs["pixels"][i], self.goal_imgs[i]))
+        if r.trajectory is not None:
+            for key, v in (("pixels", obs["pixels"][i]), ("proprio", obs["proprio"][i]), ("state", info["state"][i]),
+                           ("action", action.copy()), ("distance", r.final_distance), ("success", r.success)):
+                r.trajectory[key].append(v)
         if r.success or ended or r.steps >= self.budget[i]:
             r.metrics.update(_metrics(info, i, self.metric_keys, "final"))
             self._finish(i)

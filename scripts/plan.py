@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
 from wmplan.cli import expand_gym_env
+from wmplan.experience import ExperienceSink
 from wmplan.io import write_json
 from wmplan.planners import build_energy, build_planner
 from wmplan.planners.evaluator import EvalConfig, evaluate
@@ -176,8 +177,13 @@ def main(cfg: DictConfig) -> None:
     sinks = [JsonlSink(out / "episodes.jsonl")]
     if cfg.video:
         sinks.append(VideoSink(out / "videos", scale=int(cfg.video_scale)))
+    if cfg.record_dataset:  # the planner's own experience, to train on (wmplan/experience.py)
+        sinks.append(ExperienceSink(cfg.record_dataset, {
+            "env_id": cfg.env.id, "env_kwargs": config["env"]["kwargs"], "seed": int(cfg.seed),
+            "recorded_by": {"world_model": str(model_path), "planner": config["planner"], "energy": config["energy"],
+                            **goals.describe(), "run": str(out)}}, first_seed=int(cfg.seed)))
     result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, goals, sinks,
-                      done_rows=done)
+                      done_rows=done, trajectories=bool(cfg.record_dataset))
     s = result.summary
     summary = {
         "task": task,

@@ -48,6 +48,7 @@ class PlanJobConfig(EvalConfig):
     threads: int | None = None  # torch CPU threads (None: torch's default)
     video_scale: int = 3  # nearest-neighbour upscaling of the views in the GIFs
     resume: bool = True  # rerun into the same out_dir: keep its finished waves of episodes, run the rest
+    record_dataset: str | None = None  # a folder: also store every planned episode there as a dataset (wmplan/experience.py)
     out_dir: str = "runs/plan/${now:%Y%m%d-%H%M%S}"  # single runs; sweeps use hydra.sweep.dir
     env: Any = MISSING  # configs/env/<name>.yaml (set by the task)
     planner: Any = MISSING  # configs/planner/<name>.yaml
