@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
 from wmplan.cli import expand_gym_env
-from wmplan.experience import ExperienceSink
+from wmplan.experience import ExperienceSink, env_meta
 from wmplan.io import write_json
 from wmplan.planners import build_energy, build_planner
 from wmplan.planners.evaluator import EvalConfig, evaluate
@@ -179,7 +179,7 @@ def main(cfg: DictConfig) -> None:
         sinks.append(VideoSink(out / "videos", scale=int(cfg.video_scale)))
     if cfg.record_dataset:  # the planner's own experience, to train on (wmplan/experience.py)
         sinks.append(ExperienceSink(cfg.record_dataset, {
-            "env_id": cfg.env.id, "env_kwargs": config["env"]["kwargs"], "seed": int(cfg.seed),
+            **env_meta(cfg.env.id, config["env"]["kwargs"]), "seed": int(cfg.seed),
             "recorded_by": {"world_model": str(model_path), "planner": config["planner"], "energy": config["energy"],
                             **goals.describe(), "run": str(out)}}, first_seed=int(cfg.seed)))
     result = evaluate(wm, planner, cfg.env.id, config["env"]["kwargs"], eval_cfg, goals, sinks,

@@ -35,6 +35,7 @@ def test_recorded_episodes_replay_in_the_simulator(experience):
     ds = EpisodeDataset(exp)
     assert ds.episode_ids == [0, 1, 2] and ds.meta["policy_mix"] == {"planner": 1.0}
     assert ds.meta["recorded_by"]["protocol"] == "dataset" and ds.meta["image_size"] == 64
+    assert ds.meta["action_low"] == [-1.0, -1.0] and ds.meta["action_high"] == [1.0, 1.0]  # what training normalises with
     env = gym.make(ds.meta["env_id"], disable_env_checker=True, **ds.meta["env_kwargs"])
     for i, row in zip(ds.episode_ids, rows):
         ep = ds.load_episode(i)
@@ -57,6 +58,7 @@ def test_merge_renumbers_and_checks_the_sources(experience, tmp_path):
     assert ds.episode_ids == list(range(6)) and ds.meta["num_episodes"] == 6
     np.testing.assert_array_equal(ds.load_episode(4).actions, EpisodeDataset(exp).load_episode(1).actions)
     assert [s["episodes"] for s in ds.meta["sources"]] == [3, 3]
+    assert ds.meta["action_low"] == EpisodeDataset(exp).meta["action_low"]
     with pytest.raises(DatasetError, match="already holds"):
         merge_datasets([exp], merged)
     other = tmp_path / "other"  # the same episodes under a meta.json of another camera size

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from .planners.mpc import EpisodeResult
@@ -33,12 +34,24 @@ def trajectory_episode(traj: dict[str, list]) -> Episode:
                    rewards=-np.asarray(traj["distance"], np.float32), success=np.asarray(traj["success"], bool))
 
 
+def env_meta(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The env fields a dataset's meta.json records (as scripts/collect.py does): id, kwargs and
+    the action box that training normalises with."""
+    env = gym.make(env_id, disable_env_checker=True, **env_kwargs)
+    try:
+        space = env.action_space
+        return {"env_id": env_id, "env_kwargs": dict(env_kwargs), "action_low": space.low.tolist(),
+                "action_high": space.high.tolist()}
+    finally:
+        env.close()
+
+
 class ExperienceSink(EpisodeSink):
     """Writes each planned episode to ``root`` in the wmplan dataset layout, as
     ``ep_<row>.npz`` where row is the episode's index in the run (so a resumed run rewrites
     the same files). Episodes solved at reset have no action and are not written; their rows
     are listed in meta.json's ``skipped_solved_at_reset``. meta.json records ``meta`` (env,
-    model, planner, protocol) and has no ``num_episodes``: merge with
+    model, planner, protocol; :func:`env_meta` gives the env part) and has no ``num_episodes``: merge with
     :func:`merge_datasets` to get a complete, renumbered dataset."""
 
     def __init__(self, root: str | Path, meta: dict[str, Any], first_seed: int):
@@ -74,7 +87,7 @@ class ExperienceSink(EpisodeSink):
         write_episode(self.root, idx, ep)
 
 
-MERGE_KEYS = ("env_id", "env_kwargs", "image_size", "action_dim", "proprio_dim", "state_dim")
+MERGE_KEYS = ("env_id", "env_kwargs", "image_size", "action_dim", "proprio_dim", "state_dim", "action_low", "action_high")
 
 
 def merge_datasets(sources: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
