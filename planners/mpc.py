@@ -221,7 +221,7 @@ class _Wave:
             if self.record:
                 r.frames.append(_view(obs["pixels"][i], self.goal_imgs[i]))
             if self.record_trajectory:
-                r.trajectory = {"pixels": [obs["pixels"][i]], "proprio": [obs["proprio"][i]], "state": [info["state"][i]],
+                r.trajectory = {"pixels": [obs["pixels"][i]], "proprio": [obs["proprio"][i]], "state": [_state(info, i)],
                                 "action": [], "distance": [], "success": []}
             self.res.append(r)
         with torch.no_grad():  # not inference_mode: the gradient planner re-enables grad inside
@@ -302,12 +302,17 @@ class _Wave:
         if self.record:
             r.frames.append(_view(obs["pixels"][i], self.goal_imgs[i]))
         if r.trajectory is not None:
-            for key, v in (("pixels", obs["pixels"][i]), ("proprio", obs["proprio"][i]), ("state", info["state"][i]),
+            for key, v in (("pixels", obs["pixels"][i]), ("proprio", obs["proprio"][i]), ("state", _state(info, i)),
                            ("action", action.copy()), ("distance", r.final_distance), ("success", r.success)):
                 r.trajectory[key].append(v)
         if r.success or ended or r.steps >= self.budget[i]:
             r.metrics.update(_metrics(info, i, self.metric_keys, "final"))
             self._finish(i)
+
+
+def _state(info: dict[str, Any], i: int) -> np.ndarray:
+    """Env i's full physics state from a vector info dict; [0] for an env that reports none."""
+    return np.asarray(info["state"][i], np.float64) if "state" in info else np.zeros(0)
 
 
 def _context_actions(hist: deque, tc: int, fs: int, a_env: int) -> np.ndarray:
