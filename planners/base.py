@@ -8,6 +8,8 @@ leaf modules (protocols, constraints, energies), so nothing here can form an imp
 from __future__ import annotations
 
 import dataclasses
+import platform
+import time
 from abc import ABC
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -427,3 +429,11 @@ def dataclass_from_dict(cls: type, values: Mapping[str, Any], what: str) -> Any:
     if unknown:
         raise ValueError(f"{what}: unknown option(s) {unknown}; valid: {sorted(names)}")
     return cls(**values)
+
+
+def planning_run_record(planner: Planner, device: Any, started: float, config: dict[str, Any]) -> dict[str, Any]:
+    """The fields every offline planning summary records: the device, the planner and energy as
+    built, the wall time since ``started`` (``time.time()``), library versions and the composed config."""
+    return {"device": str(device), "planner_built": repr(planner.config), "energy_built": repr(planner.energy),
+            "wall_time_s": round(time.time() - started, 2),
+            "versions": {"torch": torch.__version__, "python": platform.python_version()}, "config": config}

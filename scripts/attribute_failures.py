@@ -28,7 +28,6 @@ through its protocol.
 """
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import wmplan.envs  # noqa: F401  (registers the wmplan/* gymnasium ids)
 from wmplan.checks import ConfigError, check_number
 from wmplan.io import write_json
 from wmplan.planners import Goal, PlanContext, build_energy, build_planner
+from wmplan.planners.base import planning_run_record
 from wmplan.planners.goals import DatasetGoals, resolve_goal_set
 from wmplan.protocols import Rollout
 from wmplan.worldmodel.data import EpisodeDataset
@@ -172,10 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "mean_model_optimism": float(np.mean([r["sim_energy_plan"] - r["model_energy_plan"] for r in rows])),
         "goal_set": str(goals.path), "goal_set_sha256": goals.sha256, "data_dir": str(cfg.data_dir),
         "world_model": str(model_path), "horizon_predictor_steps": h, "frameskip": fs, "seed": int(cfg.seed),
-        "device": str(device), "planner_built": repr(planner.config), "energy_built": repr(planner.energy),
-        "wall_time_s": round(time.time() - t0, 2),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "config": config, "per_row": rows,
+        **planning_run_record(planner, device, t0, config), "per_row": rows,
     }
     write_json(Path(cfg.out_dir) / "summary.json", summary)
     return summary

@@ -17,7 +17,6 @@ planner layers (neither imports the other).
 """
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import wmplan.config_store  # noqa: F401  (registers the structured configs the 
 from wmplan.checks import ConfigError, check_number
 from wmplan.io import write_json
 from wmplan.planners import Goal, PlanContext, build_energy, build_planner
+from wmplan.planners.base import planning_run_record
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.pretrained_models import resolve_model_path
 from wmplan.worldmodel.utils import resolve_device, seed_everything
@@ -159,11 +159,8 @@ def run_check(cfg: DictConfig) -> dict[str, Any]:
         "frac_plan_le_zero": float((cols["energy_plan"] <= cols["energy_zero"]).mean()),
         "frac_plan_le_recorded": float((cols["energy_plan"] <= cols["energy_recorded"]).mean()),
         "world_model": str(model_path), "data_dir": str(cfg.data_dir), "env_id": meta.get("env_id"),
-        "seed": int(cfg.seed), "seeds": [r["seed"] for r in rows], "device": str(device),
-        "planner_built": repr(planner.config), "energy_built": repr(planner.energy),
-        "wall_time_s": round(time.time() - t0, 2),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "config": config, "rows": rows,
+        "seed": int(cfg.seed), "seeds": [r["seed"] for r in rows],
+        **planning_run_record(planner, device, t0, config), "rows": rows,
     }
     write_json(Path(cfg.out_dir) / "summary.json", summary)
     return summary
