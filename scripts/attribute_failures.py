@@ -48,7 +48,7 @@ from wmplan.planners.goals import DatasetGoals, resolve_goal_set
 from wmplan.protocols import Rollout
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.pretrained_models import resolve_model_path
-from wmplan.worldmodel.utils import resolve_device, seed_everything
+from wmplan.worldmodel.utils import start_job
 from wmplan.worldmodel.world_model import WorldModel
 
 WHERE = "attribute_failures"
@@ -116,10 +116,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """The whole attribution for the composed config -> the summary (also written to out_dir)."""
     check_number(cfg.batch, "batch", WHERE, low=1, integer=True)
     check_number(cfg.episodes, "episodes", WHERE, low=1, integer=True, allow_none=True)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
+    device = start_job(cfg.threads, int(cfg.seed), cfg.device)
     model_path = resolve_model_path(str(cfg.world_model))
     wm = WorldModel.load(model_path, device=device)
     fs = int(wm.frameskip)

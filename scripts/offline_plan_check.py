@@ -33,7 +33,7 @@ from wmplan.planners import Goal, PlanContext, build_energy, build_planner
 from wmplan.planners.base import planning_run_record
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.pretrained_models import resolve_model_path
-from wmplan.worldmodel.utils import resolve_device, seed_everything
+from wmplan.worldmodel.utils import start_job
 from wmplan.worldmodel.world_model import WorldModel
 
 WHERE = "offline_plan_check"
@@ -114,10 +114,7 @@ def run_check(cfg: DictConfig) -> dict[str, Any]:
     check_number(batch, "batch", WHERE, low=1, integer=True)
     check_number(cfg.episodes, "episodes", WHERE, low=1, integer=True, allow_none=True)
     check_number(cfg.seed, "seed", WHERE, low=0, integer=True)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
+    device = start_job(cfg.threads, int(cfg.seed), cfg.device)
     model_path = resolve_model_path(str(cfg.world_model))
     wm = WorldModel.load(model_path, device=device)
     fs = int(wm.frameskip)

@@ -61,6 +61,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def start_job(threads: int | None, seed: int, device: str | torch.device = "auto") -> torch.device:
+    """A script's common start: torch CPU threads (``threads`` falsy: torch's default), every seed,
+    and the resolved device."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    seed_everything(int(seed))
+    return resolve_device(device)
+
+
 def tensor_fields(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
     """``(dotted field name, tensor)`` for every tensor in nested dicts/lists/tuples."""
     if isinstance(obj, torch.Tensor):
