@@ -33,6 +33,7 @@ from .cem import CEMConfig, CEMPlanner
 from .mppi import MPPIConfig, MPPIPlanner
 from .gradient import GradientConfig, GradientPlanner
 from .random_shooting import RandomShootingConfig, RandomShootingPlanner
+from .policy import PolicyConfig, PolicyPlanner
 from .subgoal import SubgoalConfig, SubgoalPlanner
 from .mpc import EpisodeResult, EpisodeSpec, run_mpc
 from .goals import GOAL_SOURCES, GoalSource, SampledGoals, build_goal_source
@@ -44,7 +45,7 @@ __all__ = [
     "WorldModelLike", "shift_actions", "ENERGIES", "PLANNERS", "build_energy", "build_planner",
     "register_energy", "register_planner", "Energy", "CompositeEnergy", "GoalEnergy", "ActionMagnitude",
     "ActionSmoothness", "EnsembleDisagreement", "JEPAResidual", "CEMConfig", "CEMPlanner", "MPPIConfig", "MPPIPlanner",
-    "GradientConfig", "GradientPlanner", "RandomShootingConfig", "RandomShootingPlanner", "SubgoalConfig", "SubgoalPlanner",
+    "GradientConfig", "GradientPlanner", "RandomShootingConfig", "RandomShootingPlanner", "PolicyConfig", "PolicyPlanner", "SubgoalConfig", "SubgoalPlanner",
     "EpisodeResult", "EpisodeSpec", "run_mpc", "GOAL_SOURCES", "GoalSource", "SampledGoals", "build_goal_source",
     "EpisodeSink", "JsonlSink", "VideoSink", "EvalConfig", "EvalResult", "evaluate", "make_vector_env",
 ]

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from ..checks import ConfigError, check_choice, check_number
-from ..protocols import Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike, row_chunks
+from ..protocols import ActionPrior, Goal, PlanContext, PlanResult, Rollout, TeacherForcedModel, WorldModelLike, row_chunks
 from .constraints import box_centre, project_actions
 from .energies import GoalEnergy
 from .validation import check_plan_inputs, check_plan_output
 
 __all__ = [
-    "Goal", "PlanContext", "PlanResult", "Rollout", "TeacherForcedModel", "WorldModelLike",
+    "ActionPrior", "Goal", "PlanContext", "PlanResult", "Rollout", "TeacherForcedModel", "WorldModelLike",
     "PlannerConfig", "Planner", "PlanSetup", "BestSoFar", "GeneratorArg", "row_bytes", "slice_context",
     "box_centre", "half_range", "shift_actions", "make_noise", "make_uniform", "action_bounds",
     "gather_rows", "argmin_rows", "to_plain", "dataclass_from_dict", "check_number", "check_choice", "ConfigError",
@@ -133,10 +133,13 @@ class Planner(ABC):
     name: ClassVar[str] = "base"
     config_cls: ClassVar[type[PlannerConfig]] = PlannerConfig
 
-    def __init__(self, config: PlannerConfig | None = None, energy: Any = None):
+    def __init__(self, config: PlannerConfig | None = None, energy: Any = None, prior: ActionPrior | None = None):
         self.config = config if config is not None else self.config_cls()
         self.config.validate(f"planner {self.name!r}")
         self.energy = energy if energy is not None else GoalEnergy()
+        # An action prior (e.g. a goal policy, worldmodel/goal_policy.py): its proposal seeds the
+        # search's initial mean on every call (``init`` still overrides it).
+        self.prior = prior
         self._warm: dict[str, Tensor] = {}
 
     # ----------------------------------------------------------------- interface
@@ -161,7 +164,10 @@ class Planner(ABC):
         low, high = action_bounds(world_model)
         where = f"planner {self.name!r}"
         check_plan_inputs(context, goal, init, h, low, high, where)
-        setup = PlanSetup(b, h, low, high, half_range(low, high), self._initial_mean(init, b, h, low, high), generator)
+        mean = self._initial_mean(init, b, h, low, high)
+        if init is None and self.prior is not None:
+            mean = self._project(self.prior.propose(world_model, context, goal, h).to(low), low, high)
+        setup = PlanSetup(b, h, low, high, half_range(low, high), mean, generator)
         result, extra_warm = self._optimise(world_model, context, goal, setup)
         check_plan_output(result.actions, result.energy, where)
         if self.config.warm_start:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .base import (
-    BestSoFar, Goal, PlanContext, PlannerConfig,
+    ActionPrior, BestSoFar, Goal, PlanContext, PlannerConfig,
     PlanResult, Planner, PlanSetup, WorldModelLike, ConfigError, check_number, gather_rows,
 )
 from .noise import colour_noise
@@ -63,8 +63,8 @@ class CEMPlanner(Planner):
     config_cls = CEMConfig
     config: CEMConfig
 
-    def __init__(self, config: CEMConfig | None = None, energy: Any = None):
-        super().__init__(config, energy)
+    def __init__(self, config: CEMConfig | None = None, energy: Any = None, prior: ActionPrior | None = None):
+        super().__init__(config, energy, prior)
         c = self.config
         self.n_keep = min(int(round(c.keep_elites * c.elites)), c.elites)
         if c.samples - self.n_keep - int(c.include_mean) < 1:

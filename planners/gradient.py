@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .base import (
-    BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
+    ActionPrior, BestSoFar, Goal, PlanContext, PlannerConfig, PlanResult,
     Planner, PlanSetup, Rollout, WorldModelLike, argmin_rows, check_number, slice_context,
 )
 from .registry import register_planner
@@ -94,8 +94,8 @@ class GradientPlanner(Planner):
     config_cls = GradientConfig
     config: GradientConfig
 
-    def __init__(self, config: GradientConfig | None = None, energy: Any = None):
-        super().__init__(config, energy)
+    def __init__(self, config: GradientConfig | None = None, energy: Any = None, prior: ActionPrior | None = None):
+        super().__init__(config, energy, prior)
         if self.config.collocation and not _has_term(self.energy, "jepa_residual"):
             raise ValueError("collocation=True needs an energy with a 'jepa_residual' term (configs/energy/collocation.yaml)")
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import (
-    BestSoFar, Goal, PlanContext, PlannerConfig,
+    ActionPrior, BestSoFar, Goal, PlanContext, PlannerConfig,
     PlanResult, Planner, PlanSetup, WorldModelLike, ConfigError, argmin_rows, check_number,
 )
 from .noise import colour_noise
@@ -75,8 +75,8 @@ class MPPIPlanner(Planner):
     config_cls = MPPIConfig
     config: MPPIConfig
 
-    def __init__(self, config: MPPIConfig | None = None, energy: Any = None):
-        super().__init__(config, energy)
+    def __init__(self, config: MPPIConfig | None = None, energy: Any = None, prior: ActionPrior | None = None):
+        super().__init__(config, energy, prior)
         c = self.config
         self._step_fn = torch.compile(self._step, dynamic=False) if c.compile else self._step
 

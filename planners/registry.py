@@ -63,11 +63,13 @@ def build_energy(cfg: Any) -> Energy:
     return CompositeEnergy(terms)
 
 
-def build_planner(cfg: Any, energy: Any = None) -> Planner:
+def build_planner(cfg: Any, energy: Any = None, prior: Any = None) -> Planner:
     """Planner from a config mapping with a ``name`` field plus that planner's config fields.
 
     ``energy``: an Energy or an energy config mapping; when None the planner config's own
-    ``energy`` entry is used, else the default goal energy. Unknown fields raise ValueError.
+    ``energy`` entry is used, else the default goal energy. ``prior``: an
+    :class:`~wmplan.protocols.ActionPrior` whose proposal seeds the search (``planner=policy``
+    needs one). Unknown fields raise ValueError.
     """
     cfg = dict(to_plain(cfg))
     name = cfg.pop("name", None)
@@ -76,4 +78,4 @@ def build_planner(cfg: Any, energy: Any = None) -> Planner:
     own_energy = cfg.pop("energy", None)
     cls = PLANNERS[name]
     config = dataclass_from_dict(cls.config_cls, cfg, f"planner {name!r}")
-    return cls(config, build_energy(energy if energy is not None else own_energy))
+    return cls(config, build_energy(energy if energy is not None else own_energy), prior=prior)

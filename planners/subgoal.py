@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .base import (
-    ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_choice, check_number,
+    ActionPrior, ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_choice, check_number,
 )
 from .registry import build_planner, register_planner
 from .waypoints import WaypointBank, WaypointGraph, load_waypoint_bank, render_states
@@ -74,10 +74,10 @@ class SubgoalPlanner(Planner):
     config_cls = SubgoalConfig
     config: SubgoalConfig
 
-    def __init__(self, config: SubgoalConfig | None = None, energy: Any = None):
-        super().__init__(config, energy)
+    def __init__(self, config: SubgoalConfig | None = None, energy: Any = None, prior: ActionPrior | None = None):
+        super().__init__(config, energy, prior)
         inner = {**self.config.inner, "horizon": self.config.horizon}  # one horizon: the outer planner's
-        self.inner = build_planner(inner, energy=self.energy)
+        self.inner = build_planner(inner, energy=self.energy, prior=prior)  # the prior proposes towards the subgoal
         self.bank: WaypointBank = load_waypoint_bank(self.config.bank)
         self._graph: WaypointGraph | None = None
         self._graph_of: int | None = None  # id() of the world model the graph was built for

@@ -35,7 +35,9 @@ from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
 from wmplan.worldmodel.pretrained_models import resolve_model_path
-from wmplan.worldmodel.utils import resolve_device, seed_everything
+from wmplan.worldmodel.fingerprint import file_sha256
+from wmplan.worldmodel.goal_policy import GoalPolicy
+from wmplan.worldmodel.utils import start_job
 from wmplan.worldmodel.vjepa2 import load_official_world_model, official_action_box
 from wmplan.worldmodel.world_model import WorldModel
 
@@ -124,6 +126,13 @@ def load_world_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Mo
     return wm, path
 
 
+def load_prior(path: str, world_model, device: torch.device) -> GoalPolicy:
+    """``prior=<file>``: a goal policy trained on this world model's latents (scripts/train_policy.py)."""
+    policy = GoalPolicy.load(path, device=device)
+    policy.check_fits(world_model, f"prior={path}")
+    return policy
+
+
 def print_rows(rows: list[dict]) -> None:
     extra = sorted({k for r in rows for k in r} - {"seed", "success", "steps", "final_distance", "plans", "plan_ms"})
     print("\n" + " ".join([f"{'seed':>5}", f"{'success':>8}", f"{'steps':>6}", f"{'final_dist':>10}"]
@@ -149,24 +158,23 @@ def main(cfg: DictConfig) -> None:
     # A launcher that runs the job in another process (hydra/launcher=submitit_local or slurm)
     # pickles this function by value, so the module-level imports above never run there.
     wmplan.envs.register_all()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = start_job(cfg.threads, cfg.seed, cfg.device)
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     wm, model_path = load_world_model(cfg, device)
     if wm.meta.get("env_id") not in (None, cfg.env.id):
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
     config = OmegaConf.to_container(cfg, resolve=True)
-    planner = build_planner(config["planner"], energy=build_energy(config["energy"]))
+    prior = load_prior(cfg.prior, wm, device) if cfg.prior else None
+    planner = build_planner(config["planner"], energy=build_energy(config["energy"]), prior=prior)
     eval_cfg = EvalConfig(**{f.name: config[f.name] for f in dataclasses.fields(EvalConfig)})
     eval_cfg.validate()  # before anything is written to the run folder
     goals = goal_source(cfg)
     task = task_label(hc.runtime.choices.get("task"), hc.runtime.choices.get("env"))
     print(f"[plan] task {task} ({cfg.env.id}): {cfg.episodes} episodes, up to {cfg.num_envs} envs per batched plan, "
           f"world model {model_path} ({wm.num_params() / 1e6:.2f}M predictor params, frameskip {wm.frameskip}), "
-          f"planner {planner.name} (horizon {cfg.planner.horizon} predictor steps), energy {planner.energy!r}, "
+          f"planner {planner.name} (horizon {cfg.planner.horizon} predictor steps"
+          f"{f', starting from the goal policy {cfg.prior}' if prior is not None else ''}), energy {planner.energy!r}, "
           f"device {device}")
 
     run_key = {k: v for k, v in config.items() if k != "out_dir"}
@@ -189,6 +197,7 @@ def main(cfg: DictConfig) -> None:
         "task": task,
         **s,
         "world_model": str(model_path),
+        **({"prior": str(cfg.prior), "prior_sha256": file_sha256(cfg.prior)} if prior is not None else {}),
         "seed": int(cfg.seed),
         "device": str(device),
         "planner_built": repr(planner.config),  # what ran, as built from the config below

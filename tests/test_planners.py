@@ -12,6 +12,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from wmplan.planners import PLANNERS, Goal, PlanContext, Planner, build_energy, build_planner, shift_actions
 from wmplan.planners.analytic import LinearLatentWorldModel
+from wmplan.checks import ConfigError
 from wmplan.planners.base import BestSoFar
 from wmplan.planners.constraints import project_actions, project_l1_ball
 from wmplan.planners.noise import colour_noise
@@ -226,6 +227,10 @@ def test_build_from_yaml_configs():
     for path, cfg in _load_configs("planner").items():
         if cfg.get("name") == "subgoal":  # its bank is the task config's waypoint_bank
             cfg.bank = "bundled:point_maze"
+        if cfg.get("name") == "policy":  # its goal policy comes from plan.py prior=<file>
+            with pytest.raises(ConfigError, match="needs an action prior"):
+                build_planner(cfg, energy=energies["goal_l1"])
+            continue
         if cfg.get("collocation"):
             if cfg.get("energy") is not None:
                 build_planner(cfg)  # its own default energy (goal + jepa_residual)

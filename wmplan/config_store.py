@@ -44,6 +44,7 @@ class PlanJobConfig(EvalConfig):
     goal_set: str | None = None  # goals=dataset: a goal-set file, or bundled:<task> (set by the task)
     goal_budget: int | None = None  # goals=dataset: env steps per episode (None: 2 x the goal set's offset)
     waypoint_bank: str | None = None  # planner=subgoal: a waypoint-bank file, or bundled:<task> (set by the task)
+    prior: str | None = None  # a goal-policy file (scripts/train_policy.py): its plan seeds the search; planner=policy plans with it alone
     device: str = "auto"  # auto | cpu | cuda | cuda:<i> | mps
     threads: int | None = None  # torch CPU threads (None: torch's default)
     video_scale: int = 3  # nearest-neighbour upscaling of the views in the GIFs

@@ -13,6 +13,7 @@ D latent width, P proprio width):
   with Tc > 1 also ``ctx_actions=[B,Tc-1,A]`` (keyword, only passed when the context has it).
   When M = B*S the world model broadcasts env b's context to rows b*S .. (b+1)*S-1.
 - ``PlanResult.actions`` [B,H,A], ``PlanResult.energy`` [B].
+- ``ActionPrior.propose(world_model, context, goal, H)`` -> actions [B,H,A] (env units).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-__all__ = ["Rollout", "PlanContext", "Goal", "GoalRows", "row_chunks", "PlanResult", "EncoderLike", "WorldModelLike", "TeacherForcedModel"]
+__all__ = ["Rollout", "PlanContext", "Goal", "GoalRows", "row_chunks", "PlanResult", "EncoderLike", "WorldModelLike", "TeacherForcedModel",
+           "ActionPrior"]
 
 
 @dataclass
@@ -183,4 +185,16 @@ class TeacherForcedModel(Protocol):
     """
 
     def predict_next(self, latents: Tensor, proprio: Tensor | None, actions: Tensor) -> Any:
+        ...
+
+
+@runtime_checkable
+class ActionPrior(Protocol):
+    """A proposal a planner's search starts from (``worldmodel.goal_policy.GoalPolicy`` satisfies it).
+
+    ``propose(world_model, context, goal, horizon)`` -> actions [B,H,A] in env units, for the
+    B envs of ``context``; the planner projects them onto its constraint set.
+    """
+
+    def propose(self, world_model: Any, context: PlanContext, goal: Goal, horizon: int) -> Tensor:
         ...
