@@ -11,6 +11,7 @@ import torch
 from conftest import run_script
 from wmplan.checks import ConfigError, NonFiniteError
 from wmplan.planners import Goal, PlanContext, build_planner
+from wmplan.worldmodel.ensemble import EnsembleWorldModel
 from wmplan.worldmodel.goal_policy import GoalPolicy, GoalPolicyConfig, policy_rollout, space_of
 from wmplan.worldmodel.latent_cache import LatentCache
 from wmplan.worldmodel.policy_training import HindsightSampler, policy_loss
@@ -128,6 +129,9 @@ def test_bad_priors_and_files_are_refused_by_name(pointmaze, tmp_path):
     planner = build_planner({"name": "policy", "horizon": 2}, prior=other)
     with pytest.raises(ConfigError, match="tokens=16"):
         planner.plan(pointmaze, PlanContext(torch.zeros(1, 1, 4, 64), torch.zeros(1, 1, 4)), Goal(torch.zeros(1, 4, 64)))
+    fits, ctx, goal = random_policy_and_inputs(pointmaze, 1)
+    with pytest.raises(ConfigError, match="single wmplan WorldModel"):
+        build_planner({"name": "policy", "horizon": 2}, prior=fits).plan(EnsembleWorldModel([pointmaze, pointmaze]), ctx, goal)
     other.save(tmp_path / "other.pt")
     proc = run_script("plan.py", "planner=policy", f"prior={tmp_path / 'other.pt'}", "episodes=1", "video=false",
                       f"out_dir={tmp_path / 'run'}", check=False)
