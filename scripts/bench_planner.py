@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from wmplan.planners import Goal, PlanContext, Rollout, build_planner
 from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
-from wmplan.worldmodel.utils import resolve_device, seed_everything
+from wmplan.worldmodel.utils import start_job
 
 # Dense peak FLOP/s by device name fragment: (fp32 non-tensor-core, bf16 tensor-core).
 PEAK_FLOPS = {"H100": (67e12, 989e12), "H200": (67e12, 989e12), "A100": (19.5e12, 312e12)}
@@ -222,10 +222,7 @@ def pct(xs: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------------------ main
 def run(cfg: DictConfig) -> dict:
-    dev = resolve_device(cfg.device)
-    seed_everything(int(cfg.seed))
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    dev = start_job(cfg.threads, cfg.seed, cfg.device)
     peak = None
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(dev)

@@ -23,7 +23,7 @@ from wmplan.checks import ConfigError
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.object_subspace import fit_object_projection, save_object_projection
 from wmplan.worldmodel.pretrained_models import resolve_model_path
-from wmplan.worldmodel.utils import resolve_device
+from wmplan.worldmodel.utils import start_job
 from wmplan.worldmodel.world_model import WorldModel
 
 LAG = 25  # env steps between the frames of a correlation pair (the dataset-goal offset)
@@ -50,10 +50,9 @@ def _correlations(z: np.ndarray, q: np.ndarray, ends: np.ndarray, states: np.nda
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="fit_object_energy")
 def main(cfg: DictConfig) -> None:
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+    device = start_job(cfg.threads, cfg.seed, cfg.device)
     wm_path = resolve_model_path(cfg.world_model)
-    wm = WorldModel.load(wm_path, device=resolve_device(cfg.device))
+    wm = WorldModel.load(wm_path, device=device)
     ds = EpisodeDataset(cfg.data_dir)
     ids = ds.episode_ids if cfg.episodes is None else ds.episode_ids[: int(cfg.episodes)]
     lat, prop, states, ends = [], [], [], [0]

@@ -58,7 +58,7 @@ from wmplan.worldmodel.masks import MaskSpec, sample_masks
 from wmplan.worldmodel.registry import save_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
                                      check_bool, check_resume, check_settings, check_step_finite, load_checkpoint,
-                                     resolve_device, seed_everything, write_jsonl)
+                                     resolve_device, start_job, write_jsonl)
 from wmplan.worldmodel.train_loop import FINITE_CHECKS, FiniteGuard, autocast, resolve_finite_check, tf32
 from wmplan.worldmodel.vit import VisionTransformer, ViTConfig
 from wmplan.worldmodel.vjepa import VJEPA, effective_rank, ema_momentum, ema_update, latent_std, warmup_cosine_lr
@@ -210,9 +210,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     if main:
         for tmp in remove_stale_temps(out):
             log.info("removed %s (a temp file of a killed run)", tmp)
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))  # 1 is much faster on a CPU shared with other jobs
-    seed_everything(cfg.seed)
+    start_job(cfg.threads, cfg.seed, device)  # threads=1 is much faster on a CPU shared with other jobs
     spec = OmegaConf.to_container(cfg.encoder, resolve=True)
     tag = spec.pop("type", "vit")
     if tag != VisionTransformer.type_tag:

@@ -24,7 +24,7 @@ from wmplan.io import write_json
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.probe import encode_features, fit_ridge, r2_score
 from wmplan.worldmodel.registry import build_encoder, component_type, load_encoder
-from wmplan.worldmodel.utils import resolve_device
+from wmplan.worldmodel.utils import start_job
 
 log = logging.getLogger("probe_encoder")
 
@@ -53,9 +53,7 @@ def gather_frames(ds: EpisodeDataset, ids: list[int], target: str, dims: list[in
 
 
 def probe(cfg: DictConfig) -> dict:
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    device = resolve_device(cfg.device)
+    device = start_job(cfg.threads, cfg.seed, cfg.device)
     encoder = load_encoder(cfg.encoder_path, device)
     torch.manual_seed(cfg.seed)
     random_encoder = build_encoder(component_type(encoder), encoder.config.to_dict())

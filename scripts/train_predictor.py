@@ -66,7 +66,7 @@ from wmplan.worldmodel.predictor import ACPredictor, ACPredictorConfig
 from wmplan.worldmodel.registry import build_encoder, load_encoder
 from wmplan.worldmodel.utils import (FORMAT_VERSION, CheckpointError, ProgressBar, TensorBoardLog, atomic_save,
                                      check_bool, check_resume, check_settings, load_checkpoint,
-                                     read_jsonl, resolve_device, seed_everything, write_jsonl)
+                                     read_jsonl, resolve_device, start_job, write_jsonl)
 from wmplan.worldmodel.train_loop import FINITE_CHECKS, FiniteGuard, autocast, maybe_compile, resolve_finite_check, tf32
 from wmplan.worldmodel.world_model import WorldModel
 
@@ -195,9 +195,7 @@ def _train(cfg: DictConfig, device: torch.device, info: ddp.DistInfo) -> dict:
     if main:
         for tmp in remove_stale_temps(out):
             print(f"removed {tmp} (a temp file of a killed run)")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    seed_everything(cfg.seed)
+    start_job(cfg.threads, cfg.seed, device)
 
     # ---- data, and the resume point's run keys / data / split -----------------------------
     ds = EpisodeDataset(cfg.data_dir).require_complete()  # meta.json's num_episodes vs the files present
