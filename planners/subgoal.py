@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from .base import (
-    ActionPrior, ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_choice, check_number,
+    ActionPrior, ConfigError, Goal, PlanContext, Planner, PlannerConfig, PlanResult, WorldModelLike, check_choice,
+    check_number,
 )
 from .registry import build_planner, register_planner
 from .waypoints import WaypointBank, WaypointGraph, load_waypoint_bank, render_states

@@ -76,8 +76,7 @@ def train(cfg: DictConfig) -> dict:
     steps = int(cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    to_dev = lambda b: type(b)(*(None if x is None else x.to(device) for x in (b.latents, b.goal, b.proprio, b.actions)))  # noqa: E731
-    val = to_dev(val)
+    val = val.to(device)
     log, t0 = [], time.time()
     bar = ProgressBar(total=steps, desc="train policy")
 
@@ -94,7 +93,7 @@ def train(cfg: DictConfig) -> dict:
     policy.train()
     loss = torch.tensor(float("nan"))
     for step in range(1, steps + 1):
-        batch = to_dev(train_set.sample(int(cfg.batch_size), gen))
+        batch = train_set.sample(int(cfg.batch_size), gen).to(device)
         loss = policy_loss(policy, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -60,7 +60,8 @@ def space_of(world_model: Any) -> dict[str, Any]:
     if not hasattr(world_model, "predictor") or not hasattr(world_model, "action_std"):
         raise ConfigError(f"a goal policy needs a single wmplan WorldModel (its latent space and statistics), "
                           f"got {type(world_model).__name__}")
-    return {"tokens": int(world_model.predictor.config.tokens_per_frame), "latent_dim": int(world_model.predictor.config.latent_dim),
+    pc = world_model.predictor.config
+    return {"tokens": int(pc.tokens_per_frame), "latent_dim": int(pc.latent_dim),
             "action_dim": int(world_model.action_dim), "proprio_dim": world_model.proprio_dim}
 
 

@@ -24,6 +24,10 @@ class HindsightBatch:
     proprio: Tensor | None  # [B,P] normalised
     actions: Tensor  # [B,A] normalised
 
+    def to(self, device: torch.device) -> "HindsightBatch":
+        return HindsightBatch(self.latents.to(device), self.goal.to(device),
+                              None if self.proprio is None else self.proprio.to(device), self.actions.to(device))
+
 
 class HindsightSampler:
     """Draws :class:`HindsightBatch` es from the cached episodes at ``positions`` (indices into the cache).
