@@ -34,7 +34,7 @@ from wmplan.planners.evaluator import EvalConfig, evaluate
 from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
-from wmplan.worldmodel.pretrained_models import resolve_model_path
+from wmplan.worldmodel.pretrained_models import resolve_model_path, resolve_policy_path
 from wmplan.worldmodel.fingerprint import file_sha256
 from wmplan.worldmodel.goal_policy import GoalPolicy
 from wmplan.worldmodel.utils import start_job
@@ -126,11 +126,13 @@ def load_world_model(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Mo
     return wm, path
 
 
-def load_prior(path: str, world_model, device: torch.device) -> GoalPolicy:
-    """``prior=<file>``: a goal policy trained on this world model's latents (scripts/train_policy.py)."""
+def load_prior(spec: str, world_model, device: torch.device) -> tuple[GoalPolicy, Path]:
+    """``prior=<file>|pretrained:<task>``: a goal policy trained on this world model's latents
+    (scripts/train_policy.py; the bundled ones were trained on the bundled models')."""
+    path = resolve_policy_path(spec)
     policy = GoalPolicy.load(path, device=device)
-    policy.check_fits(world_model, f"prior={path}")
-    return policy
+    policy.check_fits(world_model, f"prior={spec}")
+    return policy, path
 
 
 def print_rows(rows: list[dict]) -> None:
@@ -165,7 +167,7 @@ def main(cfg: DictConfig) -> None:
     if wm.meta.get("env_id") not in (None, cfg.env.id):
         raise ValueError(f"world_model {model_path}: trained on {wm.meta['env_id']!r}, but env.id={cfg.env.id!r}")
     config = OmegaConf.to_container(cfg, resolve=True)
-    prior = load_prior(cfg.prior, wm, device) if cfg.prior else None
+    prior, prior_path = load_prior(cfg.prior, wm, device) if cfg.prior else (None, None)
     planner = build_planner(config["planner"], energy=build_energy(config["energy"]), prior=prior)
     eval_cfg = EvalConfig(**{f.name: config[f.name] for f in dataclasses.fields(EvalConfig)})
     eval_cfg.validate()  # before anything is written to the run folder
@@ -197,7 +199,7 @@ def main(cfg: DictConfig) -> None:
         "task": task,
         **s,
         "world_model": str(model_path),
-        **({"prior": str(cfg.prior), "prior_sha256": file_sha256(cfg.prior)} if prior is not None else {}),
+        **({"prior": str(prior_path), "prior_sha256": file_sha256(prior_path)} if prior is not None else {}),
         "seed": int(cfg.seed),
         "device": str(device),
         "planner_built": repr(planner.config),  # what ran, as built from the config below

@@ -26,7 +26,7 @@ from wmplan.checks import ConfigError, check_number
 from wmplan.io import write_json
 from wmplan.worldmodel.data import EpisodeDataset
 from wmplan.worldmodel.fingerprint import file_sha256
-from wmplan.worldmodel.goal_policy import GoalPolicy, GoalPolicyConfig, space_of
+from wmplan.worldmodel.goal_policy import GoalPolicy, GoalPolicyConfig, latent_space_fingerprint, space_of
 from wmplan.worldmodel.latent_cache import build_latent_cache
 from wmplan.worldmodel.policy_training import HindsightSampler, policy_loss
 from wmplan.worldmodel.pretrained_models import resolve_model_path
@@ -108,6 +108,7 @@ def train(cfg: DictConfig) -> dict:
     policy.eval()
     policy.meta = {"seed": int(cfg.seed), "data_dir": str(Path(cfg.data_dir).resolve()),
                    "world_model": str(model_path), "world_model_sha256": file_sha256(model_path),
+                   "latent_space": latent_space_fingerprint(wm),
                    "train_episodes": len(train_ids), "val_episodes": len(val_ids),
                    "config": OmegaConf.to_container(cfg, resolve=True),
                    "metrics": {k: final[k] for k in ("val_mse", "val_explained")}}

@@ -15,7 +15,7 @@ from wmplan.worldmodel.ensemble import EnsembleWorldModel
 from wmplan.worldmodel.goal_policy import GoalPolicy, GoalPolicyConfig, policy_rollout, space_of
 from wmplan.worldmodel.latent_cache import LatentCache
 from wmplan.worldmodel.policy_training import HindsightSampler, policy_loss
-from wmplan.worldmodel.pretrained_models import resolve_model_path
+from wmplan.worldmodel.pretrained_models import resolve_model_path, resolve_policy_path
 from wmplan.worldmodel.utils import CheckpointError, atomic_save
 from wmplan.worldmodel.world_model import WorldModel
 
@@ -147,6 +147,18 @@ def test_bad_priors_and_files_are_refused_by_name(pointmaze, tmp_path):
     atomic_save({"kind": "wmplan-goal-policy", "config": {"tokens": 4}}, tmp_path / "torn.pt")
     with pytest.raises(CheckpointError, match="state_dict"):
         GoalPolicy.load(tmp_path / "torn.pt")
+
+
+def test_a_policy_is_refused_by_a_world_model_of_another_latent_space_of_the_same_shapes():
+    policy = GoalPolicy.load(resolve_policy_path("pretrained:arm_pick_place"))
+    own = WorldModel.load(resolve_model_path("pretrained:arm_pick_place"))
+    other = WorldModel.load(resolve_model_path("pretrained:arm_push"))
+    assert space_of(own) == space_of(other)  # same token grid, widths and action/proprio dims
+    policy.check_fits(own, "bundled")
+    with pytest.raises(ConfigError, match="another latent space"):
+        policy.check_fits(other, "prior=pretrained:arm_pick_place")
+    with pytest.raises(FileNotFoundError, match="no bundled goal policy .nope.; bundled goal policies: \[.arm_pick_place.\]"):
+        resolve_policy_path("pretrained:nope")
 
 
 def test_train_policy_refuses_data_of_another_env(tiny_dataset, tmp_path):

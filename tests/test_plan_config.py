@@ -11,8 +11,10 @@ from omegaconf import OmegaConf
 import wmplan.config_store  # noqa: F401  (registers the structured configs)
 from tests.conftest import ROOT, run_script
 from wmplan.planners import build_energy, build_planner
-from wmplan.worldmodel.pretrained_models import resolve_model_path
+from wmplan.worldmodel.goal_policy import GoalPolicy
+from wmplan.worldmodel.pretrained_models import resolve_model_path, resolve_policy_path
 from wmplan.worldmodel.utils import load_checkpoint
+from wmplan.worldmodel.world_model import WorldModel
 
 TASKS = sorted(p.stem for p in (ROOT / "configs" / "task").glob("*.yaml"))
 
@@ -34,6 +36,8 @@ def test_task_composes_env_model_energy_horizon(task):
     assert cfg.planner.horizon < 8  # the task's horizon replaced the planner dataclass default
     planner = build_planner(OmegaConf.to_container(cfg.planner), energy=build_energy(OmegaConf.to_container(cfg.energy)))
     assert planner.config.horizon == cfg.planner.horizon
+    if cfg.prior is not None:  # a task's goal policy was trained in its world model's latent space
+        GoalPolicy.load(resolve_policy_path(cfg.prior)).check_fits(WorldModel.load(resolve_model_path(cfg.world_model)), task)
 
 
 def test_command_line_overrides_win_over_the_task():

@@ -21,6 +21,7 @@ metrics). ``check_fits`` refuses a world model of another latent space, naming t
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from ..checks import ConfigError, check_number
 from ..protocols import Goal, PlanContext
+from .registry import encoder_fingerprint
 from .utils import CheckpointError, atomic_save, config_from_dict, load_checkpoint
 
 POLICY_KIND = "wmplan-goal-policy"
@@ -63,6 +65,19 @@ def space_of(world_model: Any) -> dict[str, Any]:
     pc = world_model.predictor.config
     return {"tokens": int(pc.tokens_per_frame), "latent_dim": int(pc.latent_dim),
             "action_dim": int(world_model.action_dim), "proprio_dim": world_model.proprio_dim}
+
+
+_SPACE_STATS = ("latent_mean", "latent_std", "action_mean", "action_std", "proprio_mean", "proprio_std")
+
+
+def latent_space_fingerprint(world_model: Any) -> str:
+    """sha256 of what a policy's inputs and outputs mean: the encoder (type, config, weights), the
+    pooling and the world model's latent/action/proprio statistics. Predictors may differ."""
+    h = hashlib.sha256(f"{encoder_fingerprint(world_model.encoder)} pool_k={world_model.pool_k}".encode())
+    for name in _SPACE_STATS:
+        t = getattr(world_model, name, None)
+        h.update(name.encode() + (b" none" if t is None else t.detach().cpu().float().contiguous().numpy().tobytes()))
+    return h.hexdigest()
 
 
 class GoalPolicy(nn.Module):
@@ -104,11 +119,15 @@ class GoalPolicy(nn.Module):
     def check_fits(self, world_model: Any, where: str) -> None:
         """Raise ConfigError when ``world_model``'s latent space is not the one this policy was trained in."""
         have = space_of(world_model)
+        fix = "train the policy on this world model's latents (scripts/train_policy.py), or plan without it (prior=null)"
         for field, value in have.items():
             mine = getattr(self.config, field)
             if mine != value:
-                raise ConfigError(f"{where}: the goal policy has {field}={mine}, the world model {value}; "
-                                  f"train the policy on this world model's latents (scripts/train_policy.py)")
+                raise ConfigError(f"{where}: the goal policy has {field}={mine}, the world model {value}; {fix}")
+        space = self.meta.get("latent_space")
+        if space is not None and space != latent_space_fingerprint(world_model):
+            raise ConfigError(f"{where}: the goal policy was trained in another latent space (its world model "
+                              f"{self.meta.get('world_model')!r} has another encoder or other statistics); {fix}")
 
     def propose(self, world_model: Any, context: PlanContext, goal: Goal, horizon: int) -> Tensor:
         """:class:`~wmplan.protocols.ActionPrior`: :func:`policy_rollout` ``[B,H,A]``, after checking
