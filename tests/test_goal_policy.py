@@ -157,7 +157,7 @@ def test_a_policy_is_refused_by_a_world_model_of_another_latent_space_of_the_sam
     policy.check_fits(own, "bundled")
     with pytest.raises(ConfigError, match="another latent space"):
         policy.check_fits(other, "prior=pretrained:arm_pick_place")
-    with pytest.raises(FileNotFoundError, match="no bundled goal policy .nope.; bundled goal policies: \[.arm_pick_place.\]"):
+    with pytest.raises(FileNotFoundError, match=r"no bundled goal policy .nope.; bundled goal policies: \[.arm_pick_place.\]"):
         resolve_policy_path("pretrained:nope")
 
 
