@@ -164,9 +164,10 @@ class Planner(ABC):
         low, high = action_bounds(world_model)
         where = f"planner {self.name!r}"
         check_plan_inputs(context, goal, init, h, low, high, where)
-        mean = self._initial_mean(init, b, h, low, high)
-        if init is None and self.prior is not None:
+        if init is None and self.prior is not None:  # the prior's plan replaces the warm start
             mean = self._project(self.prior.propose(world_model, context, goal, h).to(low), low, high)
+        else:
+            mean = self._initial_mean(init, b, h, low, high)
         setup = PlanSetup(b, h, low, high, half_range(low, high), mean, generator)
         result, extra_warm = self._optimise(world_model, context, goal, setup)
         check_plan_output(result.actions, result.energy, where)

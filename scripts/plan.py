@@ -34,9 +34,9 @@ from wmplan.planners.evaluator import EvalConfig, evaluate
 from wmplan.planners.goals import build_goal_source, resolve_goal_set
 from wmplan.planners.sinks import JsonlSink, VideoSink
 from wmplan.worldmodel.ensemble import ENSEMBLE_PREFIX, EnsembleWorldModel
-from wmplan.worldmodel.pretrained_models import resolve_model_path, resolve_policy_path
 from wmplan.worldmodel.fingerprint import file_sha256
 from wmplan.worldmodel.goal_policy import GoalPolicy
+from wmplan.worldmodel.pretrained_models import resolve_model_path, resolve_policy_path
 from wmplan.worldmodel.utils import start_job
 from wmplan.worldmodel.vjepa2 import load_official_world_model, official_action_box
 from wmplan.worldmodel.world_model import WorldModel

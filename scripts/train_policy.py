@@ -80,18 +80,15 @@ def train(cfg: DictConfig) -> dict:
     log, t0 = [], time.time()
     bar = ProgressBar(total=steps, desc="train policy")
 
-    def evaluate(step: int, train_loss: float) -> dict:
+    def evaluate(step: int, train_loss: float) -> None:
         policy.eval()
         with torch.no_grad():
             v = float(policy_loss(policy, val))
         policy.train()
-        rec = {"step": step, "train_mse": train_loss, "val_mse": v, "val_explained": 1 - v / val_var,
-               "seconds": round(time.time() - t0, 1)}
-        log.append(rec)
-        return rec
+        log.append({"step": step, "train_mse": train_loss, "val_mse": v, "val_explained": 1 - v / val_var,
+                    "seconds": round(time.time() - t0, 1)})
 
     policy.train()
-    loss = torch.tensor(float("nan"))
     for step in range(1, steps + 1):
         batch = train_set.sample(int(cfg.batch_size), gen).to(device)
         loss = policy_loss(policy, batch)

@@ -114,7 +114,7 @@ class GoalPolicy(nn.Module):
         p = world_model.normalize_proprio(proprio) if self.config.proprio_dim is not None else None
         a = self(latents.float(), goal.float(), None if p is None else p.float())
         a = a * world_model.action_std + world_model.action_mean
-        return torch.minimum(torch.maximum(a, world_model.action_low), world_model.action_high)
+        return a.clamp(world_model.action_low, world_model.action_high)
 
     def check_fits(self, world_model: Any, where: str) -> None:
         """Raise ConfigError when ``world_model``'s latent space is not the one this policy was trained in."""
@@ -128,13 +128,13 @@ class GoalPolicy(nn.Module):
         if space is not None and space != latent_space_fingerprint(world_model):
             raise ConfigError(f"{where}: the goal policy was trained in another latent space (its world model "
                               f"{self.meta.get('world_model')!r} has another encoder or other statistics); {fix}")
+        self._fits = id(world_model)  # propose() need not hash the encoder again
 
     def propose(self, world_model: Any, context: PlanContext, goal: Goal, horizon: int) -> Tensor:
         """:class:`~wmplan.protocols.ActionPrior`: :func:`policy_rollout` ``[B,H,A]``, after checking
         (once per world model) that the world model's latent space is this policy's."""
         if self._fits != id(world_model):
             self.check_fits(world_model, "goal policy")
-            self._fits = id(world_model)
         return policy_rollout(world_model, self, context, goal, horizon)
 
     def save(self, path: str | Path) -> None:
